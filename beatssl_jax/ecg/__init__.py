@@ -1,0 +1,14 @@
+"""Signal science for 12-lead ECGs: no training state lives here.
+
+Modules:
+  errors      RecordError, the one exception type for a bad record.
+  leads       canonical lead order, spelling normalisation, reordering, limb-lead derivation.
+  preprocess  units, resampling, zero-phase band-pass, one-scale-per-record normalisation.
+  records     reading a WFDB record into a validated canonical (T, 12) array.
+  vcg         Dower / inverse-Dower projections between 12 leads and the Frank VCG.
+  augment     the 3KG view (rotation, scaling, wrapping time mask) in pure JAX.
+  peaks       multi-lead R-peak detection.
+  features    the record feature vector phi behind the soft rhythm targets.
+  beats       per-beat feature vectors and AAMI-style beat classes.
+  synthetic   a VCG dipole-model 12-lead generator, the embedded default dataset.
+"""
