@@ -1,0 +1,1 @@
+"""ml_collections configs, one file per program; variants are `file.py:arg1,arg2`."""
