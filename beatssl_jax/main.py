@@ -22,9 +22,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
     if config.program not in PROGRAMS:
-        raise app.UsageError(
-            f"config.program={config.program!r} is not one of {sorted(PROGRAMS)}"
-        )
+        raise app.UsageError(f"config.program={config.program!r} is not one of {sorted(PROGRAMS)}")
     logging.info("program %s, workdir %s", config.program, _WORKDIR.value)
     importlib.import_module(PROGRAMS[config.program]).run(config, _WORKDIR.value)
 

@@ -68,8 +68,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ]
     targets_s = time.perf_counter() - start
     _say(
-        f"precomputed R peaks, features and beat classes: {len(records) / targets_s:.1f} "
-        "records/s"
+        f"precomputed R peaks, features and beat classes: {len(records) / targets_s:.1f} records/s"
     )
 
     # R peaks against the generator's exact positions (10 ms tolerance).

@@ -45,9 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 64  # global, across all devices and processes
     config.synthetic = ml_collections.ConfigDict()
     config.synthetic.num_records = 256
-    config.synthetic.generator = ml_collections.ConfigDict(
-        dataclasses.asdict(SyntheticConfig())
-    )
+    config.synthetic.generator = ml_collections.ConfigDict(dataclasses.asdict(SyntheticConfig()))
 
     # 3KG views (METHOD.md section 3).
     config.augment = ml_collections.ConfigDict(dataclasses.asdict(ThreeKGConfig()))
