@@ -13,7 +13,9 @@ import time
 
 import numpy as np
 import pytest
+import wfdb
 
+from beatssl_jax.ecg import synthetic
 from beatssl_jax.ecg.beats import (
     BEAT_CLASSES,
     BEAT_FEATURE_INDEX,
@@ -28,6 +30,8 @@ from beatssl_jax.ecg.beats import (
     classify_beats,
     pad_beats,
 )
+from beatssl_jax.ecg.peaks import detect_r_peaks
+from beatssl_jax.ecg.records import read_wfdb
 from tests.conftest import shared_data
 from tests.test_features import frontal_dipole_ecg
 
@@ -123,12 +127,7 @@ def test_pad_beats():
 # --- synthetic records with ectopic beats --------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def synthetic():
-    return pytest.importorskip("beatssl_jax.ecg.synthetic")
-
-
-def test_classes_match_the_generator(synthetic):
+def test_classes_match_the_generator():
     config = dataclasses.replace(synthetic.SyntheticConfig(), pac_prob=0.1, pvc_prob=0.1)
     confusion = np.zeros((3, 4), dtype=np.int64)  # true N, S, V x predicted N, S, V, Q
     times = []
@@ -159,7 +158,7 @@ def test_classes_match_the_generator(synthetic):
     assert confusion[:, 3].sum() <= 0.05 * confusion.sum()
 
 
-def test_bundle_branch_block_records_stay_n(synthetic):
+def test_bundle_branch_block_records_stay_n():
     config = dataclasses.replace(synthetic.SyntheticConfig(), pac_prob=0.0, pvc_prob=0.0)
     cd = synthetic.CONDITIONS.index("CD")
     for seed in range(15):
@@ -171,13 +170,12 @@ def test_bundle_branch_block_records_stay_n(synthetic):
         assert np.all(classes[measured] == BEAT_N), (seed, rec.pattern, classes)
 
 
-def test_classes_with_detected_peaks(synthetic):
-    peaks_mod = pytest.importorskip("beatssl_jax.ecg.peaks")
+def test_classes_with_detected_peaks():
     config = dataclasses.replace(synthetic.SyntheticConfig(), pac_prob=0.1, pvc_prob=0.1)
     found = hits = total = 0
     for seed in range(100, 130):
         rec = synthetic.generate_record(seed, config)
-        detected = peaks_mod.detect_r_peaks(rec.ecg, rec.fs)
+        detected = detect_r_peaks(rec.ecg, rec.fs)
         predicted = classify_beats(beat_features(rec.ecg, rec.fs, detected))
         # Match each true V beat to the nearest detected peak within 50 ms. Beats the detector
         # misses are its own shortfall (tests/test_peaks.py), counted here but not held
@@ -199,8 +197,6 @@ def test_classes_with_detected_peaks(synthetic):
 
 def test_ludb_records_without_extrasystoles_are_mostly_n():
     root = shared_data("ludb")
-    wfdb = pytest.importorskip("wfdb")
-    from beatssl_jax.ecg.records import read_wfdb
 
     with open(root / "ludb.csv", newline="") as f:
         rows = list(csv.DictReader(f))

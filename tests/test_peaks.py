@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from beatssl_jax.ecg import ludb
+from beatssl_jax.ecg import ludb, synthetic
 from beatssl_jax.ecg.errors import RecordError
 from beatssl_jax.ecg.peaks import detect_r_peaks, match_peaks, matched_pairs
 from tests.conftest import shared_data
@@ -153,12 +153,7 @@ def test_matched_pairs_takes_closest_first():
 # Synthetic generator (when present) -----------------------------------------------------
 
 
-def _synthetic():
-    return pytest.importorskip("beatssl_jax.ecg.synthetic", reason="synthetic generator absent")
-
-
 def test_synthetic_clean_records_within_10_ms():
-    synthetic = _synthetic()
     for rec in synthetic.generate_dataset(25, seed=7):
         detected = detect_r_peaks(rec.ecg_clean, rec.fs)
         edge = int(0.15 * rec.fs)  # beats cut by the record edges are not in r_peaks
@@ -168,7 +163,6 @@ def test_synthetic_clean_records_within_10_ms():
 
 
 def test_synthetic_noisy_records():
-    synthetic = _synthetic()
     tp = fp = fn = close = 0
     for rec in synthetic.generate_dataset(25, seed=11):
         detected = detect_r_peaks(rec.ecg, rec.fs)

@@ -101,3 +101,17 @@ def test_preprocess_pipeline_rate_and_nan_check():
     x[7, 3] = np.nan
     with pytest.raises(RecordError, match="bad: signal contains NaN"):
         preprocess.preprocess(x, 250, record="bad")
+
+
+def test_bandpass_cap_high_keeps_a_fixed_cutoff_valid_at_low_rates():
+    fs = 50
+    x = (_sine(5.0, fs) + _sine(24.0, fs, amplitude=0.5))[:, None]
+    with pytest.raises(ValueError, match="high cut-off"):
+        preprocess.bandpass(x, fs, 0.5, 40.0)
+    y = preprocess.bandpass(x, fs, 0.5, 40.0, cap_high=True)[:, 0]
+    # The cut-off became 0.45 * 50 = 22.5 Hz: 5 Hz passes, 24 Hz is attenuated.
+    core = slice(2 * fs, -2 * fs)
+    residual = y[core] - _sine(5.0, fs)[core]
+    assert np.std(residual) < 0.5 * 0.5 / np.sqrt(2)
+    np.testing.assert_allclose(preprocess.bandpass(x, 500, 0.5, 40.0, cap_high=True),
+                               preprocess.bandpass(x, 500, 0.5, 40.0))  # fmt: skip

@@ -179,7 +179,7 @@ def beat_features(
         out[:, col["pause_ratio"]] = out[:, col["rr_after_ms"]] / local
 
     if fc.apply_bandpass:
-        ecg = bandpass(ecg, fs, fc.bandpass_low_hz, min(fc.bandpass_high_hz, 0.45 * fs))
+        ecg = bandpass(ecg, fs, fc.bandpass_low_hz, fc.bandpass_high_hz, cap_high=True)
     made = median_beat(ecg, r, fs, fc)
     if made is None:
         return out.astype(np.float32)

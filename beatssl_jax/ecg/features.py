@@ -17,15 +17,33 @@ How a record is measured:
   4. delineation of the median beat on combined-lead curves (global, multi-lead
      boundaries, as in the CSE study, Willems et al. 1985): QRS onset/offset by thresholds
      on the spatial velocity sqrt(sum_leads (dx/dt)^2); T end by the tangent method on the
-     spatial magnitude sqrt(sum_leads x^2); P onset/offset by thresholds on the spatial
-     magnitude of the pre-QRS interval. The isoelectric level of each lead is the mean of the
-     flattest `iso_ms` stretch of the PR segment.
+     spatial magnitude sqrt(sum_leads x^2), the search ending at the next beat's P onset
+     (this P onset + the median RR) when a P wave is found; P onset/offset by thresholds on
+     the spatial magnitude of the pre-QRS interval after the previous beat's T end;
+  5. the isoelectric level of each lead, to which every amplitude, area and the T and P
+     delineation refer: the mean of one `iso_ms` window between the previous beat's T end
+     and the QRS onset, so that both the TP and the PR segment are candidates (at a fast
+     rate the PR segment can be shorter than the window). Each window is scored by its
+     mean spatial velocity plus its mean spatial distance from the PR-junction level (the
+     mean of the last `iso_ms` before QRS onset) divided by the window's duration, both in
+     mV/s; the lowest score wins. Velocity alone is not enough: the rounded apex of a P
+     wave is as flat as a true isoelectric stretch, but lies away from the junction level.
+     The previous T end is located on a first pass with the PR-junction level as baseline.
+
+Quality check on the isoelectric level: when even the chosen window moves faster than
+`iso_max_velocity_frac` (5 %) of the QRS's peak spatial velocity, the median beat has no
+isoelectric stretch (continuous atrial activity such as flutter waves, or noise), and every
+feature that refers to the isoelectric level is NaN rather than silently wrong: axes, the
+QRS-T angle, all amplitudes, ST levels, T end (QT, QTc) and the P features. Heart rate, RR
+variability and QRS duration (from the spatial velocity alone) remain. On LUDB the chosen
+window moves at most 4.2 % of the QRS peak velocity; on the synthetic generator 2.7 %.
 
 Agreement with the LUDB lead-II expert annotations (160 records, annotated R peaks; the
 global 12-lead boundaries are not expected to equal one lead's): QRS duration bias -3.5 ms,
-median absolute error 8.7 ms; PR bias -0.9 ms, median absolute error 5.8 ms; QT bias
--18 ms, median absolute error 21 ms. The tangent method ends the T wave before its slow
-tail, hence the short QT; threshold rules were tried and spread more on LUDB.
+median absolute error 8.7 ms; PR bias -0.3 ms, median absolute error 6.0 ms; QT bias
+-20 ms, median absolute error 21 ms, 90th percentile 40 ms. The tangent method ends the T
+wave before its slow tail, hence the short QT; threshold rules were tried and spread more
+on LUDB.
 
 Features (`FEATURE_NAMES`, units in `FEATURE_UNITS`):
   heart_rate_bpm        60000 / mean RR.
@@ -36,8 +54,10 @@ Features (`FEATURE_NAMES`, units in `FEATURE_UNITS`):
   qrs_duration_ms       QRS offset - QRS onset (global, all twelve leads).
   qt_interval_ms        T end - QRS onset.
   qtc_bazett_ms         Bazett's correction QT / sqrt(RR / 1 s), RR the mean RR.
-  qrs_axis_deg          frontal-plane axis of the net QRS area (hexaxial convention, below).
-  t_axis_deg            frontal-plane axis of the net area from QRS offset to T end.
+  qrs_axis_deg          frontal-plane axis of the net QRS area (hexaxial convention, below),
+                        in (-90, 270].
+  t_axis_deg            frontal-plane axis of the net area from QRS offset to T end, in
+                        (-90, 270].
   qrs_t_angle_deg       spatial angle between the mean QRS and mean T vectors of the
                         vectorcardiogram (inverse Dower), in [0, 180].
   p_amplitude_ii_mv     signed P amplitude in lead II at the spatial P peak.
@@ -52,11 +72,19 @@ Features (`FEATURE_NAMES`, units in `FEATURE_UNITS`):
   st_j60_min_mv         smallest ST level over the 12 leads at J + `st_offset_ms`.
 All amplitudes are relative to the isoelectric level of the median beat.
 
-Frontal axes: the hexaxial convention puts lead I at 0 deg and aVF at +90 deg (downwards),
-angles in (-180, 180]. With Einthoven's equilateral triangle a frontal vector H of angle
-theta gives I = |H| cos(theta) and aVF = II - I / 2 = (sqrt(3) / 2) |H| sin(theta), so the
-axis is atan2((2 / sqrt(3)) * A_aVF, A_I) of the net areas A. (The shortcut
-atan2(A_aVF, A_I) is off by up to 4.1 deg, near +-47 deg.)
+Frontal axes: the hexaxial convention puts lead I at 0 deg and aVF at +90 deg (downwards).
+With Einthoven's equilateral triangle a frontal vector H of angle theta gives
+I = |H| cos(theta) and aVF = II - I / 2 = (sqrt(3) / 2) |H| sin(theta), so the axis is
+atan2((2 / sqrt(3)) * A_aVF, A_I) of the net areas A. (The shortcut atan2(A_aVF, A_I) is
+off by up to 4.1 deg, near +-47 deg.)
+An angle is circular, but `scale_features` maps each feature linearly, so the place where
+the range is cut becomes the largest possible difference. Clinical reports cut at 180 deg,
+in the middle of right axis deviation and the extreme ("northwest") axis: 179 and -179 deg
+would become the two ends of the scale. The axes here are reported in (-90, 270] instead,
+cut at -90 deg (straight up, superior), where few QRS or T axes lie; normal (-30 to 90),
+left (-90 to -30) and right (90 to 180) axis deviation and the extreme axis (180 to 270,
+i.e. -180 to -90) each stay one contiguous interval, and neighbouring directions stay
+neighbouring values.
 
 Missing values are NaN: RR features need 2 (heart rate) or 3 (SDNN, RMSSD) R peaks; every
 morphology feature needs `min_beats` complete beat windows; the P features (P duration, PR,
@@ -64,7 +92,8 @@ P amplitude) are NaN when the median beat shows no consistent P wave (atrial fib
 or flutter, junctional rhythm), judged by its amplitude (`p_min_mv`) and by how much of the
 beats' P-interval energy survives the median (`p_min_consistency`); QT, QTc, T axis and the
 QRS-T angle are NaN when no T end is found before the search limit (a flat T), and the T
-amplitudes when no T peak is found.
+amplitudes when no T peak is found; every feature that refers to the isoelectric level is
+NaN when the median beat has no isoelectric stretch (the quality check above).
 
 Dataset scaling for soft targets (METHOD.md section 5, soft_1): `fit_feature_stats` stores
 per-feature robust bounds (1st and 99th percentiles) and the median; `scale_features` maps
@@ -118,6 +147,9 @@ FEATURE_UNITS: tuple[str, ...] = (
 NUM_FEATURES = len(FEATURE_NAMES)
 FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
+# Frontal axes are reported in (AXIS_CUT_DEG, AXIS_CUT_DEG + 360]; see the module docstring.
+AXIS_CUT_DEG = -90.0
+
 _I, _II, _AVF = LEAD_INDEX["I"], LEAD_INDEX["II"], LEAD_INDEX["aVF"]
 _V1, _V5, _V6 = LEAD_INDEX["V1"], LEAD_INDEX["V5"], LEAD_INDEX["V6"]
 
@@ -145,9 +177,14 @@ class FeatureConfig:
     qrs_onset_frac: float = 0.08  # onset: spatial velocity falls below this fraction
     qrs_offset_frac: float = 0.08  # offset: spatial velocity falls below this fraction
     qrs_quiet_ms: float = 10.0  # ... for at least this long
-    iso_ms: float = 20.0  # length of the flattest stretch taken as isoelectric
-    iso_search_ms: float = 100.0  # isoelectric stretch lies in [QRS on - this, QRS on]
+    iso_ms: float = 20.0  # length of the window taken as isoelectric
+    # No isoelectric level when the chosen window's mean spatial velocity exceeds this
+    # fraction of the QRS's peak spatial velocity (see `isoelectric_window`).
+    iso_max_velocity_frac: float = 0.05
     t_min_after_qrs_ms: float = 60.0  # T peak searched from QRS offset + this
+    t_peak_frac: float = (
+        0.5  # T peak: first magnitude peak with this fraction of the top prominence
+    )
     t_search_max_ms: float = 650.0  # T end at most R + this ...
     t_search_rr_frac: float = 0.65  # ... and at most R + this x median RR + t_search_rr_ms,
     t_search_rr_ms: float = 60.0  # which keeps the next beat's P wave out of the search
@@ -164,7 +201,10 @@ class Delineation:
     """Boundaries of a median beat, as sample indices into its window (None if absent).
 
     `r` is the R-peak position in the window; `baseline` is the (12,) isoelectric level that
-    `beat` (the median beat minus that level, (W, 12)) already has removed.
+    `beat` (the median beat minus that level, (W, 12)) already has removed, taken from the
+    window starting at `iso_start`, whose mean spatial velocity is `iso_velocity` (mV/s).
+    Without an isoelectric stretch (`iso_start` None) `baseline` and `beat` are NaN and only
+    the QRS boundaries are given.
     """
 
     beat: np.ndarray
@@ -177,6 +217,8 @@ class Delineation:
     p_peak: int | None
     p_off: int | None
     baseline: np.ndarray
+    iso_start: int | None
+    iso_velocity: float
 
 
 def rr_intervals_ms(r_peaks: np.ndarray, fs: float) -> np.ndarray:
@@ -283,16 +325,19 @@ def _ms(n_samples: float, fs: float) -> float:
 
 
 def _frontal_axis_deg(area_i: float, area_avf: float) -> float:
-    """Hexaxial frontal axis of a vector whose lead I and aVF projections are given."""
+    """Hexaxial frontal axis in (-90, 270] of a vector whose lead I and aVF projections are
+    given."""
     if not (np.isfinite(area_i) and np.isfinite(area_avf)) or (area_i == 0 and area_avf == 0):
         return math.nan
-    return math.degrees(math.atan2(2.0 / math.sqrt(3.0) * area_avf, area_i))
+    angle = math.degrees(math.atan2(2.0 / math.sqrt(3.0) * area_avf, area_i))
+    return angle + 360.0 if angle <= AXIS_CUT_DEG else angle
 
 
 def frontal_axis_deg(segment: np.ndarray) -> float:
-    """Frontal-plane axis (deg, hexaxial, (-180, 180]) of the net area of a (W, 12) segment.
+    """Frontal-plane axis (deg, hexaxial, in (-90, 270]) of the net area of a (W, 12) segment.
 
-    Uses leads I and aVF with Einthoven's triangle: atan2((2 / sqrt(3)) A_aVF, A_I).
+    Uses leads I and aVF with Einthoven's triangle: atan2((2 / sqrt(3)) A_aVF, A_I), moved
+    into (-90, 270] (see the module docstring for why the cut lies at -90 deg).
     """
     area = np.sum(segment, axis=0)
     return _frontal_axis_deg(float(area[_I]), float(area[_AVF]))
@@ -348,6 +393,108 @@ def _p_consistent(
     return float(np.sum(centred * centred)) >= config.p_min_consistency * max(energy, 1e-12)
 
 
+def _t_wave(
+    mag: np.ndarray, start: int, limit: int, config: FeatureConfig
+) -> tuple[int | None, int | None]:
+    """T peak and T end on a spatial-magnitude curve, searched in [start, limit).
+
+    The T peak is the earliest interior local maximum whose prominence reaches `t_peak_frac`
+    of the largest prominence there: the T is the first repolarisation deflection after the
+    QRS, so a T whose prominence a displaced ST segment reduces still wins over a larger P
+    wave of the next beat that falls inside the search. The T end is where the tangent at
+    the steepest descent after the peak meets the lowest magnitude between the peak and the
+    limit (tangent method); None when that crossing lies past the limit.
+    """
+    if limit - start < 3:
+        return None, None
+    seg = mag[start:limit]
+    peaks, props = find_peaks(seg, prominence=1e-9)
+    if peaks.size == 0:
+        return None, None
+    prominence = props["prominences"]
+    t_peak = start + int(peaks[prominence >= config.t_peak_frac * float(np.max(prominence))][0])
+    low = t_peak + int(np.argmin(mag[t_peak:limit]))
+    if low - t_peak <= 2:
+        return t_peak, None
+    dmag = np.gradient(mag[t_peak - 1 : low + 1])[1:-1]  # central differences on [peak, low)
+    k = int(np.argmin(dmag))
+    slope = float(dmag[k])
+    if slope >= 0:
+        return t_peak, None
+    cross = t_peak + k + (float(mag[t_peak + k]) - float(mag[low])) / (-slope)
+    return t_peak, (round(cross) if cross <= limit else None)
+
+
+def junction_level(
+    med: np.ndarray, qrs_on: int, fs: float, config: FeatureConfig = FeatureConfig()
+) -> np.ndarray:
+    """PR-junction level (12,): the mean of `med` (W, 12) over the last `iso_ms` up to QRS
+    onset. A window rather than the onset sample, which a late onset would put on the
+    initial slope of the QRS."""
+    n_iso = max(2, round(config.iso_ms * fs / 1000.0))
+    return np.mean(med[max(0, qrs_on - n_iso) : qrs_on + 1], axis=0)
+
+
+def isoelectric_window(
+    med: np.ndarray,
+    velocity: np.ndarray,
+    lo: int,
+    qrs_on: int,
+    fs: float,
+    config: FeatureConfig = FeatureConfig(),
+) -> tuple[int | None, float]:
+    """Start of the isoelectric window in [lo, qrs_on) of a median beat, and its velocity.
+
+    Every `iso_ms` window inside [lo, qrs_on) of `med` (W, 12) is scored, in mV/s, by
+    (path length of the 12-lead signal inside the window + mean spatial distance of the
+    signal from the PR-junction level) / window duration, i.e. the window's mean spatial
+    `velocity` (W,) plus its mean distance from that level per window duration (see
+    `junction_level`). A true isoelectric stretch (PR or TP segment) scores near zero; the
+    rounded apex of a P or T wave is flat too, but lies away from the junction level.
+    Returns the start of the lowest-scoring window and its mean spatial velocity (the
+    quality measure, mV/s), or (None, inf) when [lo, qrs_on) is shorter than one window.
+    """
+    n_iso = max(2, round(config.iso_ms * fs / 1000.0))
+    lo = max(0, lo)
+    if qrs_on - lo < n_iso:
+        return None, math.inf
+    kernel = np.ones(n_iso) / n_iso
+    speed = np.convolve(velocity[lo:qrs_on], kernel, mode="valid")
+    dist = np.linalg.norm(med[lo:qrs_on] - junction_level(med, qrs_on, fs, config), axis=1)
+    offset = np.convolve(dist, kernel, mode="valid") * (fs / n_iso)
+    k = int(np.argmin(speed + offset))
+    return lo + k, float(speed[k])
+
+
+def _p_wave(
+    beat: np.ndarray,
+    mag: np.ndarray,
+    beats: np.ndarray | None,
+    baseline: np.ndarray,
+    lo: int,
+    hi: int,
+    config: FeatureConfig,
+) -> tuple[int | None, int | None, int | None]:
+    """P onset, peak and offset in [lo, hi): the most prominent peak of the spatial magnitude,
+    each edge where the magnitude falls to `p_edge_frac` of the way down to the lowest level
+    on that side; all None without a consistent P wave."""
+    lo = max(lo, 1)
+    if hi - lo <= 2:
+        return None, None, None
+    seg = mag[lo:hi]
+    k = _most_prominent_peak(seg, config.p_min_mv)
+    if k is None or not _p_consistent(beat, beats, baseline, lo, hi, config):
+        return None, None, None
+    left_floor = float(np.min(seg[: k + 1]))
+    right_floor = float(np.min(seg[k:]))
+    height = float(seg[k])
+    left = np.flatnonzero(seg[:k] <= left_floor + config.p_edge_frac * (height - left_floor))
+    right = np.flatnonzero(seg[k:] <= right_floor + config.p_edge_frac * (height - right_floor))
+    if not (left.size and right.size):
+        return None, None, None
+    return lo + int(left[-1]), lo + k, lo + k + int(right[0])
+
+
 def delineate(
     med: np.ndarray,
     r: int,
@@ -364,60 +511,54 @@ def delineate(
     """
     w = med.shape[0]
     ms = fs / 1000.0
+    rr = round(rr_ms * ms) if np.isfinite(rr_ms) else w
     vel = spatial_velocity(med, fs)
     qrs_on, qrs_off = qrs_bounds(vel, r, fs, config)
-
-    # Isoelectric level: the flattest iso_ms stretch in the PR segment before QRS onset.
-    n_iso = max(2, round(config.iso_ms * ms))
-    s0 = max(0, qrs_on - round(config.iso_search_ms * ms))
-    s1 = max(s0 + n_iso, qrs_on)
-    run = np.convolve(vel[s0:s1], np.ones(n_iso) / n_iso, mode="valid")
-    start = s0 + int(np.argmin(run)) if run.size else s0
-    baseline = np.mean(med[start : start + n_iso], axis=0)
-    beat = med - baseline
-    mag = np.sqrt(np.sum(beat * beat, axis=1))
-
-    # T wave: the most prominent peak of the spatial magnitude after the QRS; its end where the
-    # tangent at the steepest descent meets the lowest magnitude between T peak and the limit.
+    qrs_peak_velocity = float(np.max(vel[qrs_on : qrs_off + 1]))
     t_reach = min(config.t_search_max_ms, config.t_search_rr_frac * rr_ms + config.t_search_rr_ms)
     t_limit = min(r + round(t_reach * ms), w - 2)
     t_start = qrs_off + round(config.t_min_after_qrs_ms * ms)
-    t_peak = t_end = None
-    t_k = _most_prominent_peak(mag[t_start:t_limit])
-    if t_k is not None:
-        t_peak = t_start + t_k
-        dmag = np.gradient(mag)
-        low = t_peak + int(np.argmin(mag[t_peak:t_limit]))
-        if low - t_peak > 2:
-            steep = t_peak + int(np.argmin(dmag[t_peak:low]))
-            slope = float(dmag[steep])
-            floor = float(mag[low])
-            if slope < 0:
-                cross = steep + (float(mag[steep]) - floor) / (-slope)
-                if cross <= t_limit:
-                    t_end = round(cross)
 
-    # P wave: the most prominent peak of the spatial magnitude before the QRS; each edge where
-    # the magnitude falls to p_edge_frac of the way down to the lowest level on that side.
-    p_on = p_peak = p_off = None
+    # Isoelectric window: searched from the previous beat's T end (located on a first pass
+    # with the PR-junction level as baseline; the latest T end the search allows when none is
+    # found) to the QRS onset, so the TP segment competes with the PR segment.
+    first = np.linalg.norm(med - junction_level(med, qrs_on, fs, config), axis=1)
+    _, t_end_first = _t_wave(first, t_start, t_limit, config)
+    prev_t_end = (t_end_first if t_end_first is not None else t_limit) - rr
+    iso_start, iso_velocity = isoelectric_window(med, vel, prev_t_end, qrs_on, fs, config)
+    if iso_start is None or iso_velocity > config.iso_max_velocity_frac * qrs_peak_velocity:
+        nan = np.full(med.shape[1], np.nan)
+        return Delineation(
+            med + nan, r, qrs_on, qrs_off, None, None, None, None, None, nan, None, iso_velocity
+        )
+    n_iso = max(2, round(config.iso_ms * ms))
+    baseline = np.mean(med[iso_start : iso_start + n_iso], axis=0)
+    beat = med - baseline
+    mag = np.linalg.norm(beat, axis=1)
+
+    t_peak, t_end = _t_wave(mag, t_start, t_limit, config)
     p_lo = qrs_on - round(config.p_search_ms * ms)
     if t_end is not None:  # stay after the previous beat's T end
-        p_lo = max(p_lo, t_end - round(rr_ms * ms))
-    p_lo = max(p_lo, 1)
+        p_lo = max(p_lo, t_end - rr)
     p_hi = qrs_on - round(config.p_gap_ms * ms)
-    seg = mag[p_lo:p_hi] if p_hi - p_lo > 2 else mag[:0]
-    k = _most_prominent_peak(seg, config.p_min_mv)
-    if k is not None and _p_consistent(beat, beats, baseline, p_lo, p_hi, config):
-        left_floor = float(np.min(seg[: k + 1]))
-        right_floor = float(np.min(seg[k:]))
-        height = float(seg[k])
-        left = np.flatnonzero(seg[:k] <= left_floor + config.p_edge_frac * (height - left_floor))
-        right = np.flatnonzero(seg[k:] <= right_floor + config.p_edge_frac * (height - right_floor))
-        if left.size and right.size:
-            p_peak = p_lo + k
-            p_on = p_lo + int(left[-1])
-            p_off = p_lo + k + int(right[0])
-    return Delineation(beat, r, qrs_on, qrs_off, t_peak, t_end, p_on, p_peak, p_off, baseline)
+    p_on, p_peak, p_off = _p_wave(beat, mag, beats, baseline, p_lo, p_hi, config)
+    if p_on is not None and p_on + rr < t_limit:
+        # The next beat's P wave lies inside the T search: end the search at its onset.
+        t_peak, t_end = _t_wave(mag, t_start, p_on + rr, config)
+    return Delineation(
+        beat,
+        r,
+        qrs_on,
+        qrs_off,
+        t_peak,
+        t_end,
+        p_on,
+        p_peak,
+        p_off,
+        baseline,
+        iso_start,
+        iso_velocity,
+    )
 
 
 def record_features(
@@ -442,7 +583,7 @@ def record_features(
     phi[FEATURE_INDEX["rr_rmssd_ms"]] = rmssd
 
     if config.apply_bandpass:
-        ecg = bandpass(ecg, fs, config.bandpass_low_hz, min(config.bandpass_high_hz, 0.45 * fs))
+        ecg = bandpass(ecg, fs, config.bandpass_low_hz, config.bandpass_high_hz, cap_high=True)
     made = median_beat(ecg, r_peaks, fs, config)
     if made is None:
         return phi.astype(np.float32)
@@ -454,8 +595,10 @@ def record_features(
     def put(name: str, value: float) -> None:
         phi[FEATURE_INDEX[name]] = value
 
-    qrs = beat[d.qrs_on : d.qrs_off + 1]
     put("qrs_duration_ms", _ms(d.qrs_off - d.qrs_on, fs))
+    if d.iso_start is None:  # no isoelectric level: nothing relative to it is measurable
+        return phi.astype(np.float32)
+    qrs = beat[d.qrs_on : d.qrs_off + 1]
     put("qrs_axis_deg", frontal_axis_deg(qrs))
     r_v5 = max(float(np.max(qrs[:, _V5])), 0.0)
     r_v6 = max(float(np.max(qrs[:, _V6])), 0.0)

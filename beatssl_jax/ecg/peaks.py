@@ -139,7 +139,7 @@ def isoelectric_level(
     baseline wander.
     """
     x = np.asarray(ecg, dtype=np.float64)
-    smooth = bandpass(x, fs, 0.0, min(lowpass_hz, 0.45 * fs), 2)
+    smooth = bandpass(x, fs, 0.0, lowpass_hz, 2, cap_high=True)
     slope = np.abs(np.gradient(smooth, axis=0)).sum(axis=1)
     width = max(1, int(np.rint(flat_window_s * fs)))
     activity = ndimage.uniform_filter1d(slope, width, mode="nearest")
@@ -180,7 +180,7 @@ def qrs_energy(
         x = x - isoelectric_level(x, fs, flat_fraction, flat_window_s, lowpass_hz)
     elif baseline == "running_median":
         x = x - median_baseline(x, fs, baseline_windows_s)
-    x = bandpass(x, fs, 0.0, min(lowpass_hz, 0.45 * fs), order)
+    x = bandpass(x, fs, 0.0, lowpass_hz, order, cap_high=True)
     return np.sum(x**2, axis=1)
 
 
@@ -204,7 +204,7 @@ def qrs_envelope(
     if lead_weighting not in LEAD_WEIGHTINGS:
         raise ValueError(f"lead_weighting must be one of {LEAD_WEIGHTINGS}, got {lead_weighting!r}")
     x = np.asarray(ecg, dtype=np.float64)
-    filtered = bandpass(x, fs, band_hz[0], min(band_hz[1], 0.45 * fs), order)
+    filtered = bandpass(x, fs, band_hz[0], band_hz[1], order, cap_high=True)
     slope = np.abs(np.gradient(filtered, axis=0)) * fs
     if lead_weighting == "robust":
         scale = np.percentile(slope, 90, axis=0)

@@ -87,6 +87,10 @@ def resampled_length(num_samples: int, fs_in: float, fs_out: float) -> int:
     return -(-num_samples * ratio.numerator // ratio.denominator)
 
 
+# Highest cut-off `bandpass(..., cap_high=True)` keeps, as a fraction of the sampling rate.
+MAX_CUTOFF_FRACTION_OF_FS = 0.45
+
+
 def bandpass(
     x: np.ndarray,
     fs: float,
@@ -94,12 +98,18 @@ def bandpass(
     high_hz: float = 40.0,
     order: int = 4,
     axis: int = 0,
+    cap_high: bool = False,
 ) -> np.ndarray:
     """Zero-phase Butterworth band-pass (second-order sections, forward and backward).
 
-    `high_hz` must lie below Nyquist. A non-positive `low_hz` makes it a low-pass.
+    `high_hz` must lie below Nyquist. With `cap_high`, it is first lowered to at most
+    `MAX_CUTOFF_FRACTION_OF_FS` x fs, so that a fixed cut-off (40 Hz) stays valid for records
+    sampled slowly (100 Hz has its Nyquist at 50 Hz, 50 Hz at 25 Hz). A non-positive
+    `low_hz` makes it a low-pass.
     """
     nyquist = fs / 2.0
+    if cap_high:
+        high_hz = min(high_hz, MAX_CUTOFF_FRACTION_OF_FS * fs)
     if not 0 < high_hz < nyquist:
         raise ValueError(f"high cut-off {high_hz} Hz must lie in (0, {nyquist}) for fs={fs}")
     if low_hz > 0:
@@ -162,14 +172,16 @@ def preprocess(
     """Resample to `config.fs`, band-pass, then normalise one scale per record.
 
     `x` is (T, 12), canonical order, already in mV or NU. Returns float32 (T', 12). The
-    high cut-off is capped at 0.45 x `config.fs`, so that a low target rate stays valid.
+    high cut-off is capped (`bandpass(..., cap_high=True)`), so a low target rate stays valid.
     """
     x = np.asarray(x, dtype=np.float32)
     if not np.all(np.isfinite(x)):
         raise RecordError(record, "signal contains NaN or infinite samples")
     y = resample(x, fs, config.fs, axis=0)
     if config.apply_bandpass:
-        high = min(config.bandpass_high_hz, 0.45 * config.fs)
-        y = bandpass(y, config.fs, config.bandpass_low_hz, high, config.bandpass_order)
+        y = bandpass(
+            y, config.fs, config.bandpass_low_hz, config.bandpass_high_hz, config.bandpass_order,
+            cap_high=True,
+        )  # fmt: skip
     y, _ = normalize_record(y, config.normalization, record)
     return y
