@@ -7,8 +7,10 @@ Modules:
   records     reading a WFDB record into a validated canonical (T, 12) array.
   vcg         Dower / inverse-Dower projections between 12 leads and the Frank VCG.
   augment     the 3KG view (rotation, scaling, wrapping time mask) in pure JAX.
-  peaks       multi-lead R-peak detection.
-  features    the record feature vector phi behind the soft rhythm targets.
+  peaks       multi-lead R-peak detection and one-to-one peak matching.
+  ludb        LUDB annotation reader: waves, annotated spans, QRS marks.
+  features    the record feature vector phi behind the soft rhythm targets, its scaling.
   beats       per-beat feature vectors and AAMI-style beat classes.
+  targets     the offline target stage: R peaks, phi, beat features and classes, padded.
   synthetic   a VCG dipole-model 12-lead generator, the embedded default dataset.
 """
