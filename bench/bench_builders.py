@@ -89,7 +89,7 @@ def _ptb_xl_paths(source: Path, builder) -> list[Path]:
 
 
 def _wfdb_reads(paths: list[Path]) -> dict[str, list[Callable[[], object]]]:
-    from data_builders.ecg_corpus.wfdb_reader import read_record
+    from data_builders.wfdb_reader import read_record
 
     def rdrecord(path: Path) -> object:
         try:
@@ -118,14 +118,14 @@ def ptb_xl_subset(source: Path, limit: int, dest: Path) -> Path:
 
 
 def ecg_corpus_raw(source: Path, builder) -> dict[str, list[Callable[[], object]]]:
-    from data_builders.ecg_corpus.wfdb_reader import find_records
+    from data_builders.wfdb_reader import find_records
 
     return _wfdb_reads([h.with_suffix("") for h in find_records(source)])
 
 
 def ecg_corpus_subset(source: Path, limit: int, dest: Path) -> Path:
     """A tree of symlinks to the first `limit` records (in the builder's order)."""
-    from data_builders.ecg_corpus.wfdb_reader import find_records
+    from data_builders.wfdb_reader import find_records
 
     for header in find_records(source)[:limit]:
         folder = dest / header.parent.relative_to(source)

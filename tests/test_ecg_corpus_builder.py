@@ -29,7 +29,7 @@ from data_builders.ecg_corpus.ecg_corpus_dataset_builder import (
     header_length,
     plan_windows,
 )
-from data_builders.ecg_corpus.wfdb_reader import find_records, read_record, repair_record_line
+from data_builders.wfdb_reader import find_records, read_record, repair_record_line
 from tests.conftest import shared_data
 
 

@@ -57,7 +57,7 @@ import tensorflow_datasets as tfds
 from beatssl_jax.ecg.errors import RecordError
 from beatssl_jax.ecg.preprocess import PreprocessConfig, resampled_length
 from data_builders.common import EcgBuilderConfig, EcgDatasetBuilder, SignalConfig, common_fields
-from data_builders.ecg_corpus.wfdb_reader import (
+from data_builders.wfdb_reader import (
     DEFAULT_GAIN_CORRECTIONS,
     GainCorrection,
     find_records,

@@ -8,7 +8,7 @@ Source: `--manual_dir` holding the PTB-XL layout (`ptbxl_database.csv`,
 the download manager.
 
 Configs: `500hz` reads `filename_hr` (records500), `100hz` reads `filename_lr` (records100);
-both give 10 s records. Records are read by `ecg_corpus.wfdb_reader.read_record` (file-size
+both give 10 s records. Records are read by `data_builders.wfdb_reader.read_record` (file-size
 checks, lead names in any spelling, NU kept as NU) and turned into the common fields by
 `common.common_fields`.
 
@@ -45,11 +45,6 @@ import tensorflow_datasets as tfds
 
 from beatssl_jax.ecg.preprocess import PreprocessConfig
 from data_builders.common import EcgBuilderConfig, EcgDatasetBuilder, SignalConfig, common_fields
-from data_builders.ecg_corpus.wfdb_reader import (
-    DEFAULT_GAIN_CORRECTIONS,
-    GainCorrection,
-    read_record,
-)
 from data_builders.ptb_xl.labels import (
     DATABASE_CSV,
     FOLD_SPLIT,
@@ -59,6 +54,11 @@ from data_builders.ptb_xl.labels import (
     read_database,
     read_statements,
     record_metadata,
+)
+from data_builders.wfdb_reader import (
+    DEFAULT_GAIN_CORRECTIONS,
+    GainCorrection,
+    read_record,
 )
 
 log = logging.getLogger(__name__)
