@@ -17,3 +17,33 @@ def shared_data(subdir: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real-data test: {path} is absent (see ../shared/data/README.md)")
     return path
+
+
+def check_pipeline_batch(name: str, data_dir: str, split: str, batch_size: int = 8) -> dict:
+    """Read one batch of a built dataset through `tfds.data_source` and the grain pipeline.
+
+    Checks what the train step relies on: static shapes, features scaled into [0, 1], R-peak
+    padding consistent with `num_beats`, and no NaN left in any float field.
+    """
+    import numpy as np
+
+    from beatssl_jax import input_pipeline
+
+    source, metadata = input_pipeline.load_source(
+        name, split, data_dir, fields=input_pipeline.DEFAULT_FIELDS
+    )
+    transform = input_pipeline.PrepareExample.from_metadata(metadata)
+    iterator = input_pipeline.make_iterator(
+        source, global_batch_size=batch_size, seed=0, num_epochs=1, transform=transform
+    )
+    batch = next(iter(iterator))
+    iterator.close()
+    assert batch["ecg"].shape[0] == batch_size and batch["ecg"].shape[2] == 12
+    assert batch["ecg"].dtype == np.float32
+    assert np.all((batch["features"] >= 0) & (batch["features"] <= 1))
+    real = batch["r_peaks"] >= 0
+    np.testing.assert_array_equal(real.sum(axis=1), batch["num_beats"])
+    for key, value in batch.items():
+        if np.issubdtype(value.dtype, np.floating):
+            assert np.all(np.isfinite(value)), key
+    return batch

@@ -30,7 +30,7 @@ from data_builders.ecg_corpus.ecg_corpus_dataset_builder import (
     plan_windows,
 )
 from data_builders.wfdb_reader import find_records, read_record, repair_record_line
-from tests.conftest import shared_data
+from tests.conftest import check_pipeline_batch, shared_data
 
 
 def synthetic(seed: int, fs: float, seconds: float) -> np.ndarray:
@@ -331,4 +331,5 @@ def test_real_corpus_every_record_built_or_reported(tmp_path):
     # Per-lead z-scored exports all break the limb-lead relations; raw mV records do not.
     assert folders["ptbxl_processed"]["limb_lead_inconsistent"] == 858
     assert md["limb_lead_inconsistent_by_units"].get("mV", 0) == 0
+    check_pipeline_batch("ecg_corpus/100hz", str(tmp_path), "train")
     assert "tensorflow" not in sys.modules

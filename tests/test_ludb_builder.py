@@ -17,7 +17,7 @@ from beatssl_jax.ecg.leads import LEADS
 from beatssl_jax.ecg.synthetic import SyntheticConfig, generate_record
 from data_builders.common import SignalConfig
 from data_builders.ludb import ludb_dataset_builder as ludb
-from tests.conftest import shared_data
+from tests.conftest import check_pipeline_batch, shared_data
 
 WFDB_NAMES = [lead.lower() for lead in LEADS]
 # Hand-placed waves: (onset, peak symbol, peak, offset); None drops that bracket.
@@ -250,3 +250,4 @@ def test_real_ludb_full_build(tmp_path):
     assert builder.report.num_written == num and builder.report.skipped == {}
     for split in ("train", "validation", "test"):
         check_against_annotations(tfds.data_source("ludb", data_dir=tmp_path, split=split), release)
+    check_pipeline_batch("ludb", str(tmp_path), "train")

@@ -33,7 +33,7 @@ from data_builders.ptb_xl.labels import (
     superdiagnostic,
 )
 from data_builders.ptb_xl.ptb_xl_dataset_builder import ARCHIVE_FOLDER, URL
-from tests.conftest import shared_data
+from tests.conftest import check_pipeline_batch, shared_data
 
 STATEMENTS = """\
 ,description,diagnostic,form,rhythm,diagnostic_class,diagnostic_subclass
@@ -305,6 +305,7 @@ def test_real_build_reads_back_without_tensorflow(tmp_path):
         assert labels.sum(axis=0).astype(int).tolist() == [counts[split][c] for c in SUPERCLASSES]
     test = sources["test"]
     assert {int(test[i]["strat_fold"]) for i in range(len(test))} == {10}
+    check_pipeline_batch("ptb_xl/100hz", str(tmp_path), "train")
     units = {u: sum(stats[s]["units"].get(u, 0) for s in stats) for u in ("mV", "NU")}
     # Raw records (header comment "raw PTB-XL record") against per-lead z-scored ones.
     raw = sum("raw PTB-XL record" in p.read_text() for p in (root / "records100").rglob("*.hea"))
