@@ -431,6 +431,10 @@ class EcgDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
       `_split_tasks(dl_manager)` -> {split: [(name, task), ...]}, tasks picklable;
       `_example_fn()`      a picklable callable task -> example dict (the common fields
                            from `common_fields` plus its own), run in worker processes.
+    and may override the build hooks, which run in the main process:
+      `_start_build()`     reset the subclass's per-build state;
+      `_observe_example(split, example)`  see every example written, in order;
+      `_extra_metadata()`  -> dict merged into the dataset metadata after the build.
     Keyword arguments (also through `tfds.builder(name, **kwargs)`): `num_workers`
     (default: all cores; <= 1 runs in-process), `skip_bad_records` (count and log records
     that fail instead of stopping the build), `file_format` (default array_record, the
@@ -473,6 +477,16 @@ class EcgDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     @abc.abstractmethod
     def _example_fn(self) -> Callable[[Any], dict[str, Any]]: ...
 
+    def _start_build(self) -> None:
+        """Reset per-build state before any example is generated (hook)."""
+
+    def _observe_example(self, split: str, example: Mapping[str, Any]) -> None:
+        """See each example written, in output order, in the main process (hook)."""
+
+    def _extra_metadata(self) -> dict[str, Any]:
+        """Builder-specific entries for the dataset metadata, after all splits (hook)."""
+        return {}
+
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.signal_config
         features = {**target_features(cfg.num_samples, cfg.beat_capacity), **self._extra_features()}
@@ -509,6 +523,7 @@ class EcgDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
                 continue
             if split == FEATURE_STATS_SPLIT:
                 self._train_features.append(np.asarray(example["features"], np.float32))
+            self._observe_example(split, example)
             self.report.written[split] += 1
             yield name, example
 
@@ -516,6 +531,7 @@ class EcgDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
         start = time.perf_counter()
         self._train_features = []
         self.report = BuildReport()
+        self._start_build()
         with worker_pool(self.num_workers) as pool, _deterministic_serialization():
             self._pool = pool
             try:
@@ -539,6 +555,7 @@ class EcgDatasetBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
                 "leads": list(LEADS),
                 "signal_config": self.signal_config.to_dict(),
                 "skipped_records": dict(sorted(self.report.skipped.items())),
+                **self._extra_metadata(),
             }
         )
 

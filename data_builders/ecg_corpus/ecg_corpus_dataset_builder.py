@@ -46,7 +46,7 @@ import dataclasses
 import functools
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
@@ -271,33 +271,28 @@ class Builder(EcgDatasetBuilder):
             make_example, signal=cfg.signal, gain_corrections=cfg.gain_corrections
         )
 
-    def _generate_examples(
-        self, split: str, tasks: Sequence[tuple[str, Any]]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        for key, example in super()._generate_examples(split=split, tasks=tasks):
-            self._stats.add(example, self.builder_config.inconsistency_threshold)
-            yield key, example
-
-    def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
+    def _start_build(self) -> None:
         self._stats = _CorpusStats()
         self._too_short: dict[str, str] = {}
         self._records_found = 0
-        super()._download_and_prepare(dl_manager, download_config)
+
+    def _observe_example(self, split: str, example: Mapping[str, Any]) -> None:
+        self._stats.add(example, self.builder_config.inconsistency_threshold)
+
+    def _extra_metadata(self) -> dict[str, Any]:
         skipped_bad = {
             key.rsplit("#", 1)[0]: why
             for key, why in self.report.skipped.items()
             if key not in self._too_short
         }
-        self.info.metadata.update(
-            {
-                "records_found": self._records_found,
-                "records_built": len(self._stats.records),
-                "records_too_short": dict(sorted(self._too_short.items())),
-                "records_failed": dict(sorted(skipped_bad.items())),
-                "inconsistency_threshold": self.builder_config.inconsistency_threshold,
-                **self._stats.to_dict(),
-            }
-        )
+        return {
+            "records_found": self._records_found,
+            "records_built": len(self._stats.records),
+            "records_too_short": dict(sorted(self._too_short.items())),
+            "records_failed": dict(sorted(skipped_bad.items())),
+            "inconsistency_threshold": self.builder_config.inconsistency_threshold,
+            **self._stats.to_dict(),
+        }
 
 
 @dataclasses.dataclass
@@ -311,7 +306,7 @@ class _CorpusStats:
     by_folder: dict = dataclasses.field(default_factory=dict)
     corrections: dict = dataclasses.field(default_factory=dict)
 
-    def add(self, example: dict[str, Any], threshold: float) -> None:
+    def add(self, example: Mapping[str, Any], threshold: float) -> None:
         self.windows += 1
         name = example["record"]
         if name in self.records:

@@ -36,7 +36,7 @@ import collections
 import dataclasses
 import functools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -203,26 +203,20 @@ class Builder(EcgDatasetBuilder):
             make_example, signal=cfg.signal, gain_corrections=cfg.gain_corrections
         )
 
-    def _generate_examples(
-        self, split: str, tasks: Sequence[tuple[str, Any]]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        threshold = self.builder_config.inconsistency_threshold
-        counts = self._stats.setdefault(split, _SplitStats())
-        for key, example in super()._generate_examples(split=split, tasks=tasks):
-            counts.add(example, threshold)
-            yield key, example
-
-    def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> None:
+    def _start_build(self) -> None:
         self._stats: dict[str, _SplitStats] = {}
-        super()._download_and_prepare(dl_manager, download_config)
-        self.info.metadata.update(
-            {
-                "superclasses": list(SUPERCLASSES),
-                "split_folds": {split: list(folds) for split, folds in SPLIT_FOLDS.items()},
-                "inconsistency_threshold": self.builder_config.inconsistency_threshold,
-                "split_stats": {split: s.to_dict() for split, s in sorted(self._stats.items())},
-            }
-        )
+
+    def _observe_example(self, split: str, example: Mapping[str, Any]) -> None:
+        counts = self._stats.setdefault(split, _SplitStats())
+        counts.add(example, self.builder_config.inconsistency_threshold)
+
+    def _extra_metadata(self) -> dict[str, Any]:
+        return {
+            "superclasses": list(SUPERCLASSES),
+            "split_folds": {split: list(folds) for split, folds in SPLIT_FOLDS.items()},
+            "inconsistency_threshold": self.builder_config.inconsistency_threshold,
+            "split_stats": {split: s.to_dict() for split, s in sorted(self._stats.items())},
+        }
 
 
 @dataclasses.dataclass
@@ -237,7 +231,7 @@ class _SplitStats:
         default_factory=collections.Counter
     )
 
-    def add(self, example: dict[str, Any], threshold: float) -> None:
+    def add(self, example: Mapping[str, Any], threshold: float) -> None:
         self.records += 1
         labels = np.asarray(example["superdiagnostic"])
         for name, value in zip(SUPERCLASSES, labels, strict=True):
