@@ -1,0 +1,40 @@
+"""Models of Beat-SSL (METHOD.md section 6).
+
+Modules:
+  encoder  the 1-D residual CNN f over 12 leads: e (B, T', C) and multi-scale features;
+           size presets `tiny`, `small`, `base`.
+  heads    projectors g_r and g_b, RoI beat pooling around R peaks, beat visibility under
+           a 3KG time mask, and `BeatSSLModel` (encoder + both heads).
+"""
+
+from beatssl_jax.models.encoder import (
+    ENCODER_PRESETS,
+    Encoder,
+    EncoderConfig,
+    encoder_preset,
+)
+from beatssl_jax.models.heads import (
+    BeatSSLModel,
+    BeatWindowConfig,
+    ModelConfig,
+    Projector,
+    beat_validity,
+    beat_visible_fraction,
+    model_config,
+    roi_beat_pool,
+)
+
+__all__ = [
+    "ENCODER_PRESETS",
+    "BeatSSLModel",
+    "BeatWindowConfig",
+    "Encoder",
+    "EncoderConfig",
+    "ModelConfig",
+    "Projector",
+    "beat_validity",
+    "beat_visible_fraction",
+    "encoder_preset",
+    "model_config",
+    "roi_beat_pool",
+]
