@@ -21,19 +21,31 @@ def test_config_arguments():
         assert field in base
     with pytest.raises(ValueError, match="unknown argument"):
         pretrain_config.get_config("tiny,huge")
+    with pytest.raises(ValueError, match="at most one"):
+        pretrain_config.get_config("ptb_xl,ecg_corpus")
+    combined = pretrain_config.get_config("ecg_corpus,tiny,soft2+soft2")
+    assert combined.dataset == "ecg_corpus" and combined.batch_size == tiny.batch_size
+    assert combined.loss.preset == "soft2+soft2"
 
 
-def test_main_command_runs_the_implemented_stages(tmp_path):
+def test_main_command_builds_the_data_and_pretrains(tmp_path):
+    workdir, data_dir = tmp_path / "run", tmp_path / "tfds"
     cmd = [
-        sys.executable, "-m", "beatssl_jax.main", "--config=configs/pretrain.py:tiny",
-        f"--workdir={tmp_path}", "--config.augment.mask_fraction=0.5",
+        sys.executable, "-m", "beatssl_jax.main", "--config=configs/pretrain.py:tiny,hard+hard",
+        f"--workdir={workdir}", f"--config.data_dir={data_dir}", "--config.num_train_steps=4",
+        "--config.log_every_steps=2", "--config.checkpoint_every_steps=2",
+        "--config.augment.mask_fraction=0.5",
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "not implemented yet" in done.stdout
-    summary = json.loads((tmp_path / "signal_core.json").read_text())
-    assert summary["num_records"] == 16
-    assert summary["r_peaks"]["sensitivity"] > 0.9
-    assert summary["views_shape"] == [8, 5000, 12]
-    assert summary["scaled_features_range"][0] >= 0 and summary["scaled_features_range"][1] <= 1
-    assert "masked fraction 0.500" in done.stdout  # the override reached the views
+    assert "is not built" in done.stdout  # the dataset was built on demand
+    assert "finished at step 4/4" in done.stdout
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4]
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["augment"]["mask_fraction"] == 0.5  # the override reached the run
+    assert config["loss"]["preset"] == "hard+hard"
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "2",
+        "4",
+    ]
