@@ -47,3 +47,55 @@ def check_pipeline_batch(name: str, data_dir: str, split: str, batch_size: int =
         if np.issubdtype(value.dtype, np.floating):
             assert np.all(np.isfinite(value)), key
     return batch
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """The environment for a Python subprocess that imports the project from this checkout."""
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **extra}
+
+
+def last_json(stdout: str) -> dict:
+    """The JSON object a subprocess printed on its last line."""
+    import json
+
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    """A free TCP port on localhost, for a JAX coordinator."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def run_jax_processes(
+    script: str, args_per_process: list[list[str]], env: dict[str, str], timeout: float
+) -> list[dict]:
+    """Run `python -c script ARGS...` once per argument list, side by side; each must exit 0.
+
+    Returns the JSON object each process printed last, in process order.
+    """
+    import subprocess
+    import sys
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in args_per_process
+    ]
+    outs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, stderr[-3000:]
+        outs.append(last_json(stdout))
+    return outs

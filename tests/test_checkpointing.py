@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,7 +19,7 @@ import pytest
 from flax.training import train_state
 
 from beatssl_jax import checkpointing, input_pipeline
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, free_port, last_json, python_env, run_jax_processes
 
 
 class Tiny(nn.Module):
@@ -224,14 +223,6 @@ def test_sigterm_raises_the_flag_and_close_restores_the_handler():
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
-def python_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **extra}
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
 MESH_SCRIPT = textwrap.dedent(
     """
     import json, sys
@@ -344,34 +335,15 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_keep_their_own_iterator_states(tmp_path):
     """Two JAX processes x two CPU devices save one checkpoint; each reads back its own
     iterator state, and a single process can reuse the states only where they agree."""
     directory = tmp_path / "ckpt"
     env = python_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
     port = str(free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", TWO_PROCESS_SCRIPT, str(p), port, str(directory)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for p in range(2)
-    ]
-    outs = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=180)
-        assert proc.returncode == 0, stderr[-3000:]
-        outs.append(last_json(stdout))
+    outs = run_jax_processes(
+        TWO_PROCESS_SCRIPT, [[str(p), port, str(directory)] for p in range(2)], env, 180
+    )
     rows = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)
     for p, out in enumerate(outs):
         assert out["before"] is False and out["after"] is True

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +12,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from beatssl_jax import sharding
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, free_port, last_json, python_env, run_jax_processes
 
 
 def test_mesh_and_shardings_in_this_process():
@@ -30,14 +27,6 @@ def test_mesh_and_shardings_in_this_process():
     assert out["n"].sharding == sharding.batch_sharding(mesh)
     with pytest.raises(ValueError, match="batch dimension"):
         sharding.global_batch({"scalar": np.float32(1.0)}, mesh)
-
-
-def python_env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **extra}
-
-
-def last_json(stdout: str) -> dict:
-    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def test_global_batch_on_four_fake_devices():
@@ -123,12 +112,6 @@ TWO_PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def test_two_jax_processes_build_the_single_process_global_batches():
     """Two processes x two CPU devices (`jax.distributed`): every global batch equals the one
     a single process reads, each process holding its own half."""
@@ -136,22 +119,7 @@ def test_two_jax_processes_build_the_single_process_global_batches():
 
     port = str(free_port())
     env = python_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", TWO_PROCESS_SCRIPT, str(p), port],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for p in range(2)
-    ]
-    outs = []
-    for proc in procs:
-        stdout, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 0, stderr[-3000:]
-        outs.append(last_json(stdout))
+    outs = run_jax_processes(TWO_PROCESS_SCRIPT, [[str(p), port] for p in range(2)], env, 120)
     recs = [{"id": np.int64(i)} for i in range(40)]
     single = [
         b["id"].tolist() for b in ip.make_iterator(recs, global_batch_size=8, seed=3, num_epochs=1)
