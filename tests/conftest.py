@@ -99,3 +99,9 @@ def run_jax_processes(
         assert proc.returncode == 0, stderr[-3000:]
         outs.append(last_json(stdout))
     return outs
+
+
+def run_python(script: str, *args: str, timeout: float = 120, **env: str) -> dict:
+    """Run `python -c script ARGS...` from the project root with extra environment `env`;
+    it must exit 0. Returns the JSON object it printed last."""
+    return run_jax_processes(script, [list(args)], python_env(**env), timeout)[0]

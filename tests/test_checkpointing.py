@@ -19,7 +19,14 @@ import pytest
 from flax.training import train_state
 
 from beatssl_jax import checkpointing, input_pipeline
-from tests.conftest import PROJECT_ROOT, free_port, last_json, python_env, run_jax_processes
+from tests.conftest import (
+    PROJECT_ROOT,
+    free_port,
+    last_json,
+    python_env,
+    run_jax_processes,
+    run_python,
+)
 
 
 class Tiny(nn.Module):
@@ -273,16 +280,9 @@ MESH_SCRIPT = textwrap.dedent(
 
 
 def test_restore_into_a_mesh_target_gives_its_shardings(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-c", MESH_SCRIPT, str(tmp_path / "ckpt")],
-        cwd=PROJECT_ROOT,
-        env=python_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    out = run_python(
+        MESH_SCRIPT, str(tmp_path / "ckpt"), XLA_FLAGS="--xla_force_host_platform_device_count=4"
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = last_json(done.stdout)
     assert out["devices"] == 4
     assert all(out["shardings_match"]) and len(out["shardings_match"]) == 4
     assert out["w_shard_rows"] == [2, 2, 2, 2]

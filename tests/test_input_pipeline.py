@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -14,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from beatssl_jax import input_pipeline as ip
 from beatssl_jax.ecg.features import FeatureStats
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import run_python
 
 
 def records(n: int) -> list[dict[str, np.ndarray]]:
@@ -347,21 +344,6 @@ def test_synthetic_ecg_tiny_through_the_pipeline(tmp_path):
 # Global arrays -------------------------------------------------------------------------------
 
 
-def run_python(script: str, env: dict[str, str] | None = None) -> dict:
-    """Run `script` in a fresh interpreter from the project root; parse its last stdout line."""
-    full_env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), **(env or {})}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=PROJECT_ROOT,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def test_global_arrays_on_a_mesh_of_four_devices():
     script = textwrap.dedent(
         """
@@ -393,7 +375,7 @@ def test_global_arrays_on_a_mesh_of_four_devices():
         print(json.dumps(out))
         """
     )
-    out = run_python(script, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    out = run_python(script, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     assert out["devices"] == 4 and out["is_array"] and out["sharded"]
     assert out["shape"] == [8, 6, 12]
     assert out["rows_per_device"] == [2, 2, 2, 2]

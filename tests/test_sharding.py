@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -12,7 +10,12 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from beatssl_jax import sharding
-from tests.conftest import PROJECT_ROOT, free_port, last_json, python_env, run_jax_processes
+from tests.conftest import (
+    free_port,
+    python_env,
+    run_jax_processes,
+    run_python,
+)
 
 
 def test_mesh_and_shardings_in_this_process():
@@ -58,16 +61,7 @@ def test_global_batch_on_four_fake_devices():
         print(json.dumps(out))
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=PROJECT_ROOT,
-        env=python_env(XLA_FLAGS="--xla_force_host_platform_device_count=4"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = last_json(done.stdout)
+    out = run_python(script, XLA_FLAGS="--xla_force_host_platform_device_count=4")
     assert out["devices"] == 4
     x = np.arange(8 * 3).reshape(8, 3)
     assert out["shards"] == [x[2 * d : 2 * d + 2].tolist() for d in range(4)]
