@@ -18,7 +18,11 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-PROGRAMS = {"pretrain": "beatssl_jax.pretrain"}
+PROGRAMS = {
+    "pretrain": "beatssl_jax.pretrain",
+    "linear_probe": "beatssl_jax.linear_probe",
+    "segment": "beatssl_jax.segment",
+}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/pretrain.py")
 _WORKDIR = flags.DEFINE_string("workdir", "workdir", "Directory for logs and outputs.")

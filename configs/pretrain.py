@@ -28,8 +28,8 @@ import ml_collections
 from ml_collections import config_dict
 
 from beatssl_jax.ecg.augment import ThreeKGConfig
-from beatssl_jax.ecg.synthetic import SyntheticConfig
 from beatssl_jax.losses import ABLATION_PRESETS, BEST_PRESET, LossConfig
+from configs.common import add_dataset_fields
 
 DATASET_ARGUMENTS = ("ptb_xl", "ecg_corpus")
 SIZE_ARGUMENTS = ("small", "base", "tiny")
@@ -69,21 +69,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.program = "pretrain"
     config.seed = 0
 
-    # Data.
-    config.dataset = "synthetic_ecg"
-    # The builder config; for synthetic_ecg a name the builder does not define is made from
-    # `synthetic` below (num_records train records).
-    config.dataset_config = "n512"
+    # Data (configs/common.py): the embedded synthetic_ecg `n512` unless an argument picks one.
+    add_dataset_fields(config)
     config.train_split = "train"  # a TFDS split expression, e.g. "train+validation"
-    config.data_dir = ""  # TFDS data dir; empty means the TFDS default
-    config.manual_dir = ""  # source files for datasets that are not built yet
-    config.num_build_workers = 0  # 0: all cores
-    config.fs = 500.0
-    config.num_samples = 5000
     config.batch_size = 64  # global, across all devices and processes
-    config.synthetic = ml_collections.ConfigDict()
-    config.synthetic.num_records = 512
-    config.synthetic.generator = ml_collections.ConfigDict(dataclasses.asdict(SyntheticConfig()))
     config.input = ml_collections.ConfigDict()
     config.input.num_workers = 0  # grain worker processes (0: read in the training process)
     config.input.read_threads = 2
