@@ -94,3 +94,42 @@ def _tensorboard_writer(logdir: Path) -> Any:
         "config.tensorboard=True needs tensorboardX (pip install tensorboardX) or torch; "
         "metrics.jsonl is written either way"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# PNG plots (matplotlib `Figure` objects rendered straight to files: no pyplot, no display,
+# and the backend a user chose for pyplot is left alone).
+
+
+def save_roc_plot(
+    path: str | os.PathLike[str],
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]],
+    title: str,
+) -> Path:
+    """ROC curves of several classes in one PNG: `curves` {class: (fpr, tpr, auc)}.
+
+    A class whose curve is undefined (no positive or no negative: NaN rates, as
+    `metrics.roc_curve` gives them) is named in the legend without a line. Returns the path.
+    """
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(5.0, 5.0), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0.0, 1.0], [0.0, 1.0], color="0.7", linestyle="--", linewidth=1.0)
+    for name, (fpr, tpr, auc) in curves.items():
+        fpr, tpr = np.asarray(fpr, np.float64), np.asarray(tpr, np.float64)
+        if fpr.size == 0 or not (np.all(np.isfinite(fpr)) and np.all(np.isfinite(tpr))):
+            ax.plot([], [], label=f"{name} (undefined: one class only)")
+            continue
+        ax.plot(fpr, tpr, linewidth=1.5, label=f"{name} (AUROC {float(auc):.3f})")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    return path

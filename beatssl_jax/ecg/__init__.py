@@ -9,6 +9,7 @@ Modules:
   augment     the 3KG view (rotation, scaling, wrapping time mask) in pure JAX.
   peaks       multi-lead R-peak detection and one-to-one peak matching.
   ludb        LUDB annotation reader: waves, annotated spans, QRS marks.
+  delineation wave masks <-> P/QRS/T intervals, cleanup of predicted masks, wave peaks.
   features    the record feature vector phi behind the soft rhythm targets, its scaling.
   beats       per-beat feature vectors and AAMI-style beat classes.
   targets     the offline target stage: R peaks, phi, beat features and classes, padded.
