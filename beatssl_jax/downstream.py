@@ -93,7 +93,9 @@ def encoder_config(config: ml_collections.ConfigDict) -> EncoderConfig:
 def init_encoder(cfg: EncoderConfig, num_samples: int, seed: int) -> Any:
     """Fresh encoder parameters for (1, num_samples, 12) inputs, from `seed`."""
     x = jnp.zeros((1, num_samples, 12), jnp.float32)
-    return Encoder(cfg).init(jax.random.key(seed), x)["params"]
+    # One compiled init instead of op-by-op dispatch (seconds on CPU for the larger presets).
+    init = jax.jit(lambda key: Encoder(cfg).init(key, x)["params"])
+    return jax.device_get(init(jax.random.key(seed)))
 
 
 def _is_none(pretrained: Any) -> bool:

@@ -128,7 +128,7 @@ def save_roc_plot(
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, format="png")

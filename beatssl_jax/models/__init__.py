@@ -5,8 +5,11 @@ Modules:
            size presets `tiny`, `small`, `base`.
   heads    projectors g_r and g_b, RoI beat pooling around R peaks, beat visibility under
            a 3KG time mask, and `BeatSSLModel` (encoder + both heads).
+  decoder  the U-Net decoder over the encoder's multi-scale features and
+           `SegmentationModel` (encoder + decoder): per-sample, per-lead P/QRS/T logits.
 """
 
+from beatssl_jax.models.decoder import DecoderConfig, SegmentationModel
 from beatssl_jax.models.encoder import (
     ENCODER_PRESETS,
     Encoder,
@@ -28,10 +31,12 @@ __all__ = [
     "ENCODER_PRESETS",
     "BeatSSLModel",
     "BeatWindowConfig",
+    "DecoderConfig",
     "Encoder",
     "EncoderConfig",
     "ModelConfig",
     "Projector",
+    "SegmentationModel",
     "beat_validity",
     "beat_visible_fraction",
     "encoder_preset",
