@@ -38,9 +38,7 @@ import numpy as np
 
 from beatssl_jax import downstream, linear_probe, sharding
 from beatssl_jax.ecg.errors import RecordError
-from beatssl_jax.ecg.preprocess import PreprocessConfig
 from beatssl_jax.models.encoder import Encoder, EncoderConfig
-from data_builders.common import SignalConfig
 
 MIN_LAST_WINDOW = 0.5  # a remainder shorter than this fraction of a window is left out
 
@@ -81,29 +79,6 @@ def windows(x: np.ndarray, num_samples: int, min_last: float = MIN_LAST_WINDOW) 
     return downstream.pad_to_multiple(x[:keep], num_samples).reshape(-1, num_samples, x.shape[1])
 
 
-def signal_config(info: dict[str, Any]) -> SignalConfig:
-    """The probe dataset's `SignalConfig` from the predictor description."""
-    d = dict(info["signal"])
-    return SignalConfig(
-        preprocess=PreprocessConfig(**d.pop("preprocess")),
-        **{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(SignalConfig)}},
-    )
-
-
-def _read(header: Path, signal: SignalConfig) -> tuple[Any, np.ndarray]:
-    """(record, preprocessed (T', 12) signal); any failure becomes RecordError naming it."""
-    name = str(header.with_suffix(""))
-    try:
-        record = downstream.read_user_record(header)
-        return record, downstream.prepare_user_signal(record, signal)
-    except RecordError as err:
-        if name in str(err) or (err.record and err.record in name):
-            raise
-        raise RecordError(name, str(err)) from err
-    except Exception as err:  # unreadable files: say which record and why
-        raise RecordError(name, f"cannot read the record ({type(err).__name__}: {err})") from err
-
-
 def _probability_fn(info: dict[str, Any]) -> Any:
     cfg = EncoderConfig(**info["encoder"])
     model = Encoder(cfg)
@@ -132,7 +107,7 @@ def classify(
     state, info = linear_probe.load_predictor(workdir)
     class_names = [str(c) for c in info["class_names"]]
     num_samples = int(info["num_samples"])
-    signal = signal_config(info)
+    signal = downstream.signal_config_from_info(info)
     headers = downstream.find_user_records(input_path)
 
     names: list[str] = []
@@ -141,7 +116,7 @@ def classify(
     skipped: dict[str, str] = {}
     for header in headers:
         try:
-            record, x = _read(header, signal)
+            record, x = downstream.read_prepared_record(header, signal)
             w = windows(x, num_samples)
         except RecordError as err:
             if not skip_bad_records:

@@ -65,10 +65,8 @@ from beatssl_jax.ecg.delineation import (
 )
 from beatssl_jax.ecg.errors import RecordError
 from beatssl_jax.ecg.leads import LEADS
-from beatssl_jax.ecg.preprocess import PreprocessConfig
 from beatssl_jax.models.decoder import DecoderConfig
 from beatssl_jax.models.encoder import EncoderConfig
-from data_builders.common import SignalConfig
 
 PEAK_SYMBOLS = {"P": "p", "QRS": "N", "T": "t"}  # LUDB's peak symbols
 CSV_COLUMNS = (
@@ -105,30 +103,6 @@ class Result:
     records: list[RecordResult]
     skipped: dict[str, str]
     output: Path
-
-
-def signal_config(info: dict[str, Any]) -> SignalConfig:
-    """The model dataset's `SignalConfig` from the saved model's description."""
-    d = dict(info["signal"])
-    names = {f.name for f in dataclasses.fields(SignalConfig)}
-    return SignalConfig(
-        preprocess=PreprocessConfig(**d.pop("preprocess")),
-        **{k: v for k, v in d.items() if k in names},
-    )
-
-
-def _read(header: Path, signal: SignalConfig) -> tuple[Any, np.ndarray]:
-    """(record, preprocessed (T', 12) signal); any failure becomes RecordError naming it."""
-    name = str(header.with_suffix(""))
-    try:
-        record = downstream.read_user_record(header)
-        return record, downstream.prepare_user_signal(record, signal)
-    except RecordError as err:
-        if name in str(err) or (err.record and err.record in name):
-            raise
-        raise RecordError(name, str(err)) from err
-    except Exception as err:  # unreadable files: say which record and why
-        raise RecordError(name, f"cannot read the record ({type(err).__name__}: {err})") from err
 
 
 def chunk_windows(
@@ -290,7 +264,7 @@ def delineate(
         min_duration_ms=tuple(info["cleanup"]["min_duration_ms"]),
         max_gap_ms=float(info["cleanup"]["max_gap_ms"]),
     )
-    signal = signal_config(info)
+    signal = downstream.signal_config_from_info(info)
     fs = float(signal.fs)
     stride = encoder_cfg.total_stride
     chunk = max(stride, round(chunk_seconds * fs))
@@ -306,7 +280,7 @@ def delineate(
     skipped: dict[str, str] = {}
     for header in headers:
         try:
-            record, x = _read(header, signal)
+            record, x = downstream.read_prepared_record(header, signal)
         except RecordError as err:
             if not skip_bad_records:
                 raise

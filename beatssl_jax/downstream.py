@@ -23,6 +23,7 @@ The downstream programs run in one process over its local devices.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,7 +37,13 @@ import numpy as np
 
 from beatssl_jax import checkpointing, sharding
 from beatssl_jax.ecg.errors import RecordError
-from beatssl_jax.ecg.preprocess import NORMALISED_UNITS, bandpass, normalize_record, resample
+from beatssl_jax.ecg.preprocess import (
+    NORMALISED_UNITS,
+    PreprocessConfig,
+    bandpass,
+    normalize_record,
+    resample,
+)
 from beatssl_jax.models.encoder import Encoder, EncoderConfig, encoder_preset
 
 NONE = "none"
@@ -312,6 +319,34 @@ def prepare_user_signal(record: Any, signal_config: Any) -> np.ndarray:
     if record.units != NORMALISED_UNITS:
         y, _ = normalize_record(y, pre.normalization, record.name)
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def signal_config_from_info(info: Mapping[str, Any]) -> Any:
+    """The dataset's `SignalConfig` from a saved predictor's description (`info["signal"]`),
+    so a user's record is prepared exactly like the records the model was trained on."""
+    from data_builders.common import SignalConfig
+
+    d = dict(info["signal"])
+    names = {f.name for f in dataclasses.fields(SignalConfig)}
+    return SignalConfig(
+        preprocess=PreprocessConfig(**d.pop("preprocess")),
+        **{k: v for k, v in d.items() if k in names},
+    )
+
+
+def read_prepared_record(header: Path, signal_config: Any) -> tuple[Any, np.ndarray]:
+    """(record, preprocessed (T', 12) signal) for a user's header; any failure becomes a
+    RecordError naming the record."""
+    name = str(header.with_suffix(""))
+    try:
+        record = read_user_record(header)
+        return record, prepare_user_signal(record, signal_config)
+    except RecordError as err:
+        if name in str(err) or (err.record and err.record in name):
+            raise
+        raise RecordError(name, str(err)) from err
+    except Exception as err:  # unreadable files: say which record and why
+        raise RecordError(name, f"cannot read the record ({type(err).__name__}: {err})") from err
 
 
 def to_record_samples(
