@@ -251,15 +251,73 @@ def predict_fn(encoder_cfg: EncoderConfig, decoder_cfg: DecoderConfig) -> Any:
 # Data.
 
 
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Random changes to each training crop; the wave labels stay valid under all of them.
+
+    amplitude_scale: the whole crop is multiplied by exp(u), u ~ U(log lo, log hi).
+    lead_scale:      each lead is further multiplied by its own exp(U(log lo, log hi)).
+    noise_std:       white noise with a standard deviation ~ U(0, noise_std), in signal units.
+    wander:          a sinusoid per lead with amplitude ~ U(0, wander), frequency
+                     ~ U(0.05, 0.5) Hz and a random phase: baseline wander, in signal units.
+    """
+
+    amplitude_scale: tuple[float, float] = (1.0, 1.0)
+    lead_scale: tuple[float, float] = (1.0, 1.0)
+    noise_std: float = 0.0
+    wander: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("amplitude_scale", "lead_scale"):
+            lo, hi = (float(v) for v in getattr(self, name))
+            if not 0 < lo <= hi:
+                raise ValueError(f"{name} must be 0 < lo <= hi, got ({lo}, {hi})")
+        for name in ("noise_std", "wander"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> Augmentation:
+        return cls(
+            amplitude_scale=tuple(float(v) for v in config.amplitude_scale),
+            lead_scale=tuple(float(v) for v in config.get("lead_scale", (1.0, 1.0))),
+            noise_std=float(config.get("noise_std", 0.0)),
+            wander=float(config.get("baseline_wander", 0.0)),
+        )
+
+    def __call__(self, rng: np.random.Generator, ecg: np.ndarray, fs: float) -> np.ndarray:
+        """`ecg` (B, T, L) -> the augmented crops, float32."""
+        b, t, leads = ecg.shape
+
+        def log_uniform(bounds: tuple[float, float], shape: tuple[int, ...]) -> np.ndarray:
+            lo, hi = (float(v) for v in bounds)
+            return np.exp(rng.uniform(np.log(lo), np.log(hi), size=shape))
+
+        out = ecg * log_uniform(self.amplitude_scale, (b, 1, 1))
+        if self.lead_scale != (1.0, 1.0):
+            out = out * log_uniform(self.lead_scale, (b, 1, leads))
+        if self.wander > 0:
+            time_s = np.arange(t) / float(fs)
+            amp = rng.uniform(0.0, self.wander, size=(b, 1, leads))
+            freq = rng.uniform(0.05, 0.5, size=(b, 1, leads))
+            phase = rng.uniform(0.0, 2 * np.pi, size=(b, 1, leads))
+            out = out + amp * np.sin(2 * np.pi * freq * time_s[None, :, None] + phase)
+        if self.noise_std > 0:
+            std = rng.uniform(0.0, self.noise_std, size=(b, 1, 1))
+            out = out + std * rng.standard_normal(out.shape)
+        return out.astype(np.float32)
+
+
 def sample_batch(
     rng: np.random.Generator,
     data: Mapping[str, np.ndarray],
     batch_size: int,
     crop_samples: int,
-    amplitude_scale: Sequence[float],
+    augment: Augmentation,
+    fs: float,
 ) -> dict[str, np.ndarray]:
     """A training batch: `batch_size` records drawn with replacement, a random window of
-    `crop_samples` of each (0: whole records), the ECG scaled by exp(U(log lo, log hi))."""
+    `crop_samples` of each (0: whole records), the ECG changed by `augment`."""
     n, t = data["ecg"].shape[:2]
     crop = t if crop_samples <= 0 else int(crop_samples)
     if crop > t:
@@ -268,11 +326,7 @@ def sample_batch(
     starts = rng.integers(0, t - crop + 1, size=batch_size)
     time_idx = starts[:, None] + np.arange(crop)[None, :]  # (B, crop)
     out = {k: data[k][rows[:, None], time_idx] for k in FIELDS}
-    lo, hi = (float(v) for v in amplitude_scale)
-    if not 0 < lo <= hi:
-        raise ValueError(f"amplitude_scale must be 0 < lo <= hi, got ({lo}, {hi})")
-    scale = np.exp(rng.uniform(np.log(lo), np.log(hi), size=(batch_size, 1, 1)))
-    out["ecg"] = (out["ecg"] * scale).astype(np.float32)
+    out["ecg"] = augment(rng, out["ecg"], fs)
     return out
 
 
@@ -571,6 +625,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     cleanup = cleanup_config(config)
     tol = float(config.tolerance_ms)
     rng = np.random.default_rng(int(config.seed))
+    augment = Augmentation.from_config(config)
     place = sharding.batch_sharding(mesh)
     writer = writers.MetricWriter(workdir_path)
     num_steps = int(config.num_train_steps)
@@ -608,9 +663,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     try:
         for step in range(1, num_steps + 1):
-            batch = sample_batch(
-                rng, data["train"], batch_size, crop, tuple(config.amplitude_scale)
-            )
+            batch = sample_batch(rng, data["train"], batch_size, crop, augment, fs)
             state, metrics = p_train_step(state, jax.device_put(batch, place))
             if step == 1:
                 jax.block_until_ready(metrics)

@@ -84,8 +84,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # A random window of crop_samples (a multiple of the encoder's total stride) of a
     # random record per row; evaluation runs on whole records. 0: whole records.
     config.crop_samples = 2048
-    # Amplitude augmentation: every crop is multiplied by exp(u), u ~ U(log lo, log hi).
+    # Augmentation of training crops (segment.Augmentation): the crop is multiplied by
+    # exp(u), u ~ U(log lo, log hi), and each lead by its own factor from lead_scale; white
+    # noise with std ~ U(0, noise_std) and per-lead baseline wander (0.05-0.5 Hz) with
+    # amplitude ~ U(0, baseline_wander) are added, both in signal units (mV for LUDB).
     config.amplitude_scale = (0.7, 1.4)
+    config.lead_scale = (1.0, 1.0)
+    config.noise_std = 0.0
+    config.baseline_wander = 0.0
     config.log_every_steps = 50
     config.eval_every_steps = 100  # validation macro F1; the best step's parameters are kept
     config.eval_batch_size = 16

@@ -148,7 +148,9 @@ def test_sample_batch_crops_align_fields_and_scale_the_signal():
         "wave_mask": np.broadcast_to((np.arange(t) % 4)[None, :, None], (n, t, 12)).astype(np.int8),
         "annotated": np.broadcast_to((np.arange(t) < 150)[None, :, None], (n, t, 12)),
     }
-    batch = segment.sample_batch(np.random.default_rng(0), data, 64, 32, (1.0, 1.0))
+    batch = segment.sample_batch(
+        np.random.default_rng(0), data, 64, 32, segment.Augmentation(), 500.0
+    )
     assert batch["ecg"].shape == (64, 32, 12) and batch["ecg"].dtype == np.float32
     start = batch["ecg"][:, 0, 0] % 1000.0  # the crop's first sample index
     np.testing.assert_array_equal(batch["ecg"][:, :, 3] % 1000.0, start[:, None] + np.arange(32))
@@ -157,13 +159,38 @@ def test_sample_batch_crops_align_fields_and_scale_the_signal():
     np.testing.assert_array_equal(batch["annotated"][:, :, 0], idx < 150)
     assert start.min() >= 0 and start.max() <= t - 32
     ones = {**data, "ecg": np.ones((n, t, 12), np.float32)}
-    scaled = segment.sample_batch(np.random.default_rng(0), ones, 64, 0, (0.5, 2.0))["ecg"]
+    whole = segment.Augmentation(amplitude_scale=(0.5, 2.0))
+    scaled = segment.sample_batch(np.random.default_rng(0), ones, 64, 0, whole, 500.0)["ecg"]
     assert scaled.shape == (64, t, 12)
     factor = scaled[:, 0, 0]
     np.testing.assert_array_equal(scaled, np.broadcast_to(factor[:, None, None], scaled.shape))
     assert factor.min() >= 0.5 - 1e-6 and factor.max() <= 2.0 + 1e-6 and factor.std() > 0.1
     with pytest.raises(ValueError, match="exceeds"):
-        segment.sample_batch(np.random.default_rng(0), data, 2, 512, (1.0, 1.0))
+        segment.sample_batch(np.random.default_rng(0), data, 2, 512, segment.Augmentation(), 500.0)
+
+
+def test_augmentation_lead_scale_noise_and_wander():
+    rng = np.random.default_rng(1)
+    ones = np.ones((256, 1000, 12), np.float32)
+    per_lead = segment.Augmentation(lead_scale=(0.8, 1.25))(rng, ones, 500.0)
+    factors = per_lead[:, 0, :]  # constant over time, different between leads
+    np.testing.assert_allclose(per_lead, np.broadcast_to(factors[:, None, :], per_lead.shape))
+    assert factors.min() >= 0.8 - 1e-6 and factors.max() <= 1.25 + 1e-6
+    assert np.std(factors, axis=1).mean() > 0.05
+    noisy = segment.Augmentation(noise_std=0.1)(rng, ones, 500.0) - 1.0
+    stds = noisy.std(axis=(1, 2))  # one level per crop, drawn from U(0, 0.1)
+    assert stds.max() <= 0.1 * 1.05 and 0.04 < stds.mean() < 0.06
+    assert abs(noisy.mean()) < 1e-3
+    wander = segment.Augmentation(wander=0.3)(rng, np.zeros((256, 5000, 12), np.float32), 500.0)
+    amp = np.abs(wander).max(axis=1)  # per crop and lead, at most the drawn amplitude
+    assert amp.max() <= 0.3 + 1e-6 and amp.mean() > 0.05
+    # slow: no more than a 0.5 Hz sinusoid's steepest step between neighbouring samples
+    step = np.abs(np.diff(wander, axis=1)).max()
+    assert step <= 0.3 * 2 * np.pi * 0.5 / 500.0 + 1e-6
+    with pytest.raises(ValueError, match="lead_scale"):
+        segment.Augmentation(lead_scale=(1.2, 1.0))
+    with pytest.raises(ValueError, match="noise_std"):
+        segment.Augmentation(noise_std=-1.0)
 
 
 def test_config_arguments():
