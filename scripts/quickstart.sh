@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quickstart: set up the environment, then pretrain -> linear probe -> segmentation on
 # the embedded synthetic_ecg set (built on first use, no download), and print the final
-# metrics and where the plots are. About 6 minutes on two CPU cores.
+# metrics and where the plots are. About 5 minutes on two CPU cores from a fresh clone, setup included.
 #
 #   bash scripts/quickstart.sh [WORKDIR]        (default: workdir)
 #
