@@ -9,7 +9,8 @@ saved for `python -m beatssl_jax.delineate`.
 Arguments combine, separated by commas:
   ludb   the paper's setting: LUDB at 500 Hz, split by record id (builder docstring).
          Needs the PhysioNet release (or the shared copy): --config.manual_dir=DIR.
-         More steps than the synthetic quickstart (about 5-10 minutes on a 2-core CPU with
+         Adds per-lead scaling, noise and baseline wander to the training crops.
+         More steps than the synthetic quickstart (12-16 minutes on a 2-core CPU with
          the tiny encoder).
   tiny   the synthetic set's `tiny` config (24/8/8 records) and a short run: tests and
          smoke runs.
@@ -116,6 +117,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.dataset_config = "default"
         config.num_train_steps = 1500
         config.eval_every_steps = 250
+        # LUDB is in mV (signal std about 0.13): noise up to 0.05 mV and wander up to
+        # 0.3 mV, each lead scaled by up to x1.25 on top of the whole-crop factor.
+        config.lead_scale = (0.8, 1.25)
+        config.noise_std = 0.05
+        config.baseline_wander = 0.3
     if "tiny" in args:
         if config.dataset == "synthetic_ecg":
             config.dataset_config = "tiny"

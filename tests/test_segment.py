@@ -193,6 +193,21 @@ def test_augmentation_lead_scale_noise_and_wander():
         segment.Augmentation(noise_std=-1.0)
 
 
+def test_per_record_scores_hand_computed():
+    # Two records, one lead, 10 samples, all annotated. Record "a" is predicted exactly;
+    # in record "b" the QRS (samples 4-5) is predicted as samples 4-6: QRS F1 = 2*2/(2*2+1).
+    true = np.zeros((2, 10, 1), np.int8)
+    true[:, 1:3, 0], true[:, 4:6, 0], true[:, 7:9, 0] = 1, 2, 3
+    pred = true.copy()
+    pred[1, 6, 0] = 2
+    data = {"wave_mask": true, "annotated": np.ones_like(true, bool)}
+    scores = segment.per_record_scores(data, pred, ["a", "b"], 500.0, 150.0)
+    assert scores["a"]["samplewise_macro_f1"] == pytest.approx(1.0)
+    assert scores["b"]["QRS_f1"] == pytest.approx(0.8)
+    assert scores["b"]["P_f1"] == pytest.approx(1.0) and scores["b"]["T_f1"] == pytest.approx(1.0)
+    assert scores["b"]["samplewise_macro_f1"] == pytest.approx((1 + 0.8 + 1) / 3)
+
+
 def test_config_arguments():
     assert segment_config.get_config().program == "segment"
     ludb = segment_config.get_config("ludb")
@@ -229,6 +244,13 @@ def test_train_and_evaluate_learns_waves(tmp_path):
     assert test["boundaries"]["QRS_onset"]["f1"] > 0.9
     assert report["best_step"] in [h["step"] for h in report["validation_history"]]
     assert (workdir / "overlay_test0.png").stat().st_size > 10_000
+    per_record = on_disk["test_per_record"]
+    assert sorted(per_record) == sorted(f"test{i}" for i in range(8))
+    assert (
+        min(r["samplewise_macro_f1"] for r in per_record.values())
+        <= test["samplewise"]["macro_f1"]
+        <= max(r["samplewise_macro_f1"] for r in per_record.values())
+    )
 
     # The saved model is the best step's: its predictions give the reported test scores.
     params, info = segment.load_model(workdir)
