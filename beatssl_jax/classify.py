@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from beatssl_jax import downstream, linear_probe, sharding
-from beatssl_jax.ecg.errors import RecordError
 from beatssl_jax.models.encoder import Encoder, EncoderConfig
 
 MIN_LAST_WINDOW = 0.5  # a remainder shorter than this fraction of a window is left out
@@ -114,17 +112,14 @@ def classify(
     meta: list[tuple[float, float]] = []
     chunks: list[np.ndarray] = []
     skipped: dict[str, str] = {}
-    for header in headers:
-        try:
-            record, x = downstream.read_prepared_record(header, signal)
-            w = windows(x, num_samples)
-        except RecordError as err:
-            if not skip_bad_records:
-                raise
-            skipped[err.record] = err.problem
-            if verbose:
-                print(f"skipped {err}", file=sys.stderr, flush=True)
-            continue
+    for header, record, w in downstream.prepared_records(
+        headers,
+        signal,
+        skip_bad_records=skip_bad_records,
+        skipped=skipped,
+        verbose=verbose,
+        transform=lambda x: windows(x, num_samples),
+    ):
         names.append(str(header.with_suffix("")))
         meta.append((record.signal.shape[0] / float(record.fs), float(record.fs)))
         chunks.append(w.astype(np.float32))
@@ -205,19 +200,15 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     flags = _FLAGS
-    try:
-        classify(
+    downstream.run_cli(
+        lambda: classify(
             flags.workdir,
             flags.input,
             flags.output,
             skip_bad_records=flags.skip_bad_records,
             batch_size=flags.batch_size,
         )
-    except (RecordError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        if isinstance(err, RecordError):
-            print("(--skip_bad_records skips such records)", file=sys.stderr)
-        sys.exit(1)
+    )
 
 
 def _define_flags() -> Any:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +62,6 @@ from beatssl_jax.ecg.delineation import (
     mask_to_intervals,
     peak_of,
 )
-from beatssl_jax.ecg.errors import RecordError
 from beatssl_jax.ecg.leads import LEADS
 from beatssl_jax.models.decoder import DecoderConfig
 from beatssl_jax.models.encoder import EncoderConfig
@@ -278,16 +276,9 @@ def delineate(
     dev_params = jax.device_put(params, sharding.replicated_sharding(mesh))
     results: list[RecordResult] = []
     skipped: dict[str, str] = {}
-    for header in headers:
-        try:
-            record, x = downstream.read_prepared_record(header, signal)
-        except RecordError as err:
-            if not skip_bad_records:
-                raise
-            skipped[err.record] = err.problem
-            if verbose:
-                print(f"skipped {err}", file=sys.stderr, flush=True)
-            continue
+    for header, record, x in downstream.prepared_records(
+        headers, signal, skip_bad_records=skip_bad_records, skipped=skipped, verbose=verbose
+    ):
         raw = predict_record(
             dev_params, predict, x, mesh, chunk=chunk, context=context, stride=stride,
             batch_size=batch_size, background_offset=float(info.get("background_offset", 0.0)),
@@ -344,8 +335,8 @@ def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     flags = _FLAGS
-    try:
-        delineate(
+    downstream.run_cli(
+        lambda: delineate(
             flags.workdir,
             flags.input,
             flags.output,
@@ -353,11 +344,7 @@ def main(argv: Sequence[str]) -> None:
             chunk_seconds=flags.chunk_seconds,
             context_seconds=flags.context_seconds,
         )
-    except (RecordError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        if isinstance(err, RecordError):
-            print("(--skip_bad_records skips such records)", file=sys.stderr)
-        sys.exit(1)
+    )
 
 
 def _define_flags() -> Any:

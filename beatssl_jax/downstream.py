@@ -26,6 +26,8 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import shutil
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,7 +85,7 @@ def resolve_preset(config: ml_collections.ConfigDict) -> str:
     preset = str(config.model.get("preset", "") or "")
     if preset:
         return preset
-    if _is_none(config.pretrained):
+    if is_none(config.pretrained):
         return "tiny"
     run = read_run_config(config.pretrained)
     if run is not None and "model" in run and run.model.get("preset"):
@@ -105,7 +107,8 @@ def init_encoder(cfg: EncoderConfig, num_samples: int, seed: int) -> Any:
     return jax.device_get(init(jax.random.key(seed)))
 
 
-def _is_none(pretrained: Any) -> bool:
+def is_none(pretrained: Any) -> bool:
+    """Whether `pretrained` asks for a random-init encoder (`none` or empty)."""
     return pretrained is None or str(pretrained).strip().lower() in ("", NONE)
 
 
@@ -121,7 +124,7 @@ def load_encoder(
     """
     cfg = encoder_config(config)
     fresh = init_encoder(cfg, num_samples, int(config.seed))
-    if _is_none(config.pretrained):
+    if is_none(config.pretrained):
         return cfg, fresh, {"pretrained": NONE, "preset": resolve_preset(config)}
     workdir = Path(str(config.pretrained)).expanduser()
     directory = checkpoint_dir(workdir)
@@ -150,6 +153,88 @@ def load_encoder(
 def _latest_step(directory: Path) -> int | None:
     steps = [int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()]
     return max(steps) if steps else None
+
+
+# ---------------------------------------------------------------------------------------------
+# A downstream run's workdir: its own folder, and the fitted model the CLIs read back.
+
+
+def check_workdir(workdir: Path, pretrained: Any, program: str, starts_from: str) -> None:
+    """Refuse to write a `program` run into another program's workdir, or into the
+    pretraining run it `starts_from` (e.g. "it probes")."""
+    run = read_run_config(workdir)
+    if run is not None and run.get("program") not in (None, program):
+        raise ValueError(
+            f"workdir {workdir} holds a {run.get('program')!r} run (config.json); give the "
+            f"{program} run a workdir of its own"
+        )
+    if not is_none(pretrained):
+        if Path(str(pretrained)).expanduser().resolve() == workdir.resolve():
+            raise ValueError(
+                f"workdir {workdir} is the pretraining run {starts_from}; give it a workdir "
+                "of its own"
+            )
+
+
+def dataset_signal_info(builder: Any, program: str, use: str) -> dict[str, Any]:
+    """The builder's `SignalConfig` as a dict: saved with a fitted model so that a user's
+    records are prepared like the dataset's (`signal_config_from_info`), for `use`."""
+    signal = getattr(builder.builder_config, "signal", None)
+    if signal is None:
+        raise ValueError(
+            f"{builder.info.full_name}: its builder config carries no SignalConfig; the "
+            f"{program} run needs it to preprocess records for {use}"
+        )
+    return signal.to_dict()
+
+
+def save_fitted(workdir: str | Path, step: int, tree: Any, info: Mapping[str, Any]) -> Path:
+    """Write a fitted model (`tree`, as float32) into workdir/checkpoints at `step`,
+    replacing one an earlier run of this workdir saved; `info` (what it takes to use it)
+    goes beside it as the checkpoint's JSON extra. Returns the step folder."""
+    directory = Path(workdir) / CHECKPOINT_DIR
+    if directory.exists():
+        shutil.rmtree(directory)  # an earlier run of this workdir (checked by the caller)
+    plain = jax.tree.map(lambda a: np.asarray(a, np.float32), tree)
+    with checkpointing.Checkpointer(directory, async_save=False) as ckpt:
+        ckpt.save(int(step), plain, extra=dict(info), force=True)
+    return directory / str(int(step))
+
+
+def load_fitted(
+    workdir: str | Path,
+    program: str,
+    metrics_file: str,
+    target: Callable[[Mapping[str, Any]], Any],
+    error: type[Exception],
+) -> tuple[Any, dict[str, Any]]:
+    """(model tree as numpy, description) of a finished `program` run in `workdir`: the
+    description is `metrics_file`'s "predictor" entry, the tree is restored into
+    `target(description)`. Raises `error` naming the workdir and what is missing."""
+    workdir = Path(workdir).expanduser()
+    hint = (
+        f"run python -m beatssl_jax.main --config=configs/{program}.py --workdir={workdir} "
+        "first, or give the workdir of one"
+    )
+    run = read_run_config(workdir)
+    if run is None:
+        raise error(f"{workdir}: no config.json, so not a {program} run; {hint}")
+    if run.get("program") != program:
+        raise error(
+            f"{workdir}: config.json is a {run.get('program')!r} run, not a {program} run; {hint}"
+        )
+    path = workdir / metrics_file
+    if not path.exists():
+        raise error(f"{workdir}: no {metrics_file}; the {program} run there did not finish; {hint}")
+    info = json.loads(path.read_text()).get("predictor")
+    if not info:
+        raise error(f"{path}: no 'predictor' entry (no model was saved); {hint}")
+    step_dir = workdir / CHECKPOINT_DIR / str(info["step"])
+    if not step_dir.is_dir():
+        raise error(f"{workdir}: the model checkpoint {step_dir} is missing; {hint}")
+    with checkpointing.Checkpointer(step_dir.parent, async_save=False) as ckpt:
+        restored = ckpt.restore(target(info), step=int(info["step"]))
+    return jax.tree.map(np.asarray, restored.state), info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +432,45 @@ def read_prepared_record(header: Path, signal_config: Any) -> tuple[Any, np.ndar
         raise RecordError(name, str(err)) from err
     except Exception as err:  # unreadable files: say which record and why
         raise RecordError(name, f"cannot read the record ({type(err).__name__}: {err})") from err
+
+
+def prepared_records(
+    headers: Sequence[Path],
+    signal_config: Any,
+    *,
+    skip_bad_records: bool,
+    skipped: dict[str, str],
+    verbose: bool = True,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[tuple[Path, Any, np.ndarray]]:
+    """(header, record, prepared signal) of each user record, `transform` applied (inside
+    the same check). A record that cannot be used raises its RecordError, or with
+    `skip_bad_records` is logged and counted into `skipped` (record -> problem)."""
+    for header in headers:
+        try:
+            record, x = read_prepared_record(header, signal_config)
+            if transform is not None:
+                x = transform(x)
+        except RecordError as err:
+            if not skip_bad_records:
+                raise
+            skipped[err.record] = err.problem
+            if verbose:
+                print(f"skipped {err}", file=sys.stderr, flush=True)
+            continue
+        yield header, record, x
+
+
+def run_cli(call: Callable[[], Any]) -> None:
+    """Run a prediction CLI: a bad record or a missing path ends it with the message (which
+    names the record or path) and exit status 1, not a traceback."""
+    try:
+        call()
+    except (RecordError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        if isinstance(err, RecordError):
+            print("(--skip_bad_records skips such records)", file=sys.stderr)
+        sys.exit(1)
 
 
 def to_record_samples(

@@ -29,7 +29,6 @@ import dataclasses
 import functools
 import json
 import math
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,7 +41,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from beatssl_jax import checkpointing, downstream, metrics, sharding, writers
+from beatssl_jax import downstream, metrics, sharding, writers
 from beatssl_jax.models.encoder import Encoder, EncoderConfig
 
 PROGRAM = "linear_probe"
@@ -337,13 +336,7 @@ def save_predictor(workdir: str | Path, state: Mapping[str, Any], info: Mapping[
     feature_std, thresholds} into workdir/checkpoints (step PREDICTOR_STEP), replacing a
     predictor an earlier run of this workdir saved; `info` goes beside it as the
     checkpoint's JSON extra. Returns the checkpoint folder."""
-    directory = Path(workdir) / downstream.CHECKPOINT_DIR
-    if directory.exists():
-        shutil.rmtree(directory)  # a previous probe of this workdir (checked by the caller)
-    plain = jax.tree.map(lambda a: np.asarray(a, np.float32), dict(state))
-    with checkpointing.Checkpointer(directory, async_save=False) as ckpt:
-        ckpt.save(PREDICTOR_STEP, plain, extra=dict(info), force=True)
-    return directory / str(PREDICTOR_STEP)
+    return downstream.save_fitted(workdir, PREDICTOR_STEP, dict(state), info)
 
 
 class NotAProbeRunError(FileNotFoundError):
@@ -354,37 +347,9 @@ def load_predictor(workdir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
     """(state, predictor description) of a finished linear-probe run in `workdir`.
 
     Raises NotAProbeRunError naming the workdir and what is missing."""
-    workdir = Path(workdir).expanduser()
-    hint = (
-        f"run python -m beatssl_jax.main --config=configs/linear_probe.py --workdir={workdir} "
-        "first, or give the workdir of one"
+    return downstream.load_fitted(
+        workdir, PROGRAM, METRICS_FILE, predictor_target, NotAProbeRunError
     )
-    run = downstream.read_run_config(workdir)
-    if run is None:
-        raise NotAProbeRunError(f"{workdir}: no config.json, so not a linear_probe run; {hint}")
-    if run.get("program") != PROGRAM:
-        raise NotAProbeRunError(
-            f"{workdir}: config.json is a {run.get('program')!r} run, not a linear_probe run; "
-            f"{hint}"
-        )
-    path = workdir / METRICS_FILE
-    if not path.exists():
-        raise NotAProbeRunError(
-            f"{workdir}: no {METRICS_FILE}; the linear probe run there did not finish; {hint}"
-        )
-    report = json.loads(path.read_text())
-    info = report.get("predictor")
-    if not info:
-        raise NotAProbeRunError(f"{path}: no 'predictor' entry (no probe was saved); {hint}")
-    directory = workdir / downstream.CHECKPOINT_DIR
-    if not (directory / str(info["step"])).is_dir():
-        raise NotAProbeRunError(
-            f"{workdir}: the predictor checkpoint {directory / str(info['step'])} is missing; "
-            f"{hint}"
-        )
-    with checkpointing.Checkpointer(directory, async_save=False) as ckpt:
-        restored = ckpt.restore(predictor_target(info), step=int(info["step"]))
-    return jax.tree.map(np.asarray, restored.state), info
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,36 +358,6 @@ def load_predictor(workdir: str | Path) -> tuple[dict[str, Any], dict[str, Any]]
 
 def _percent(fraction: float) -> str:
     return f"{100.0 * fraction:g}"
-
-
-def _is_none(pretrained: Any) -> bool:
-    return pretrained is None or str(pretrained).strip().lower() in ("", downstream.NONE)
-
-
-def _check_workdir(workdir: Path, pretrained: Any) -> None:
-    """Refuse to write into a pretraining run (or any other program's workdir)."""
-    run = downstream.read_run_config(workdir)
-    if run is not None and run.get("program") not in (None, PROGRAM):
-        raise ValueError(
-            f"workdir {workdir} holds a {run.get('program')!r} run (config.json); give the "
-            f"linear probe a workdir of its own"
-        )
-    if not _is_none(pretrained):
-        if Path(str(pretrained)).expanduser().resolve() == workdir.resolve():
-            raise ValueError(
-                f"workdir {workdir} is the pretraining run it probes; give it a workdir of its own"
-            )
-
-
-def _signal_info(builder: Any) -> dict[str, Any]:
-    """The builder's `SignalConfig` as a dict (how `classify` preprocesses user records)."""
-    signal = getattr(builder.builder_config, "signal", None)
-    if signal is None:
-        raise ValueError(
-            f"{builder.info.full_name}: its builder config carries no SignalConfig; the probe "
-            "needs it to preprocess records for prediction"
-        )
-    return signal.to_dict()
 
 
 def _split_counts(
@@ -447,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     report written to workdir/metrics.json."""
     start = time.perf_counter()
     work = Path(workdir).expanduser()
-    _check_workdir(work, config.pretrained)
+    downstream.check_workdir(work, config.pretrained, PROGRAM, "it probes")
     work.mkdir(parents=True, exist_ok=True)
     (work / downstream.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2) + "\n")
     if config.pooling not in POOLINGS:
@@ -461,7 +396,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     builder = downstream.prepare_dataset(config)
     ecg_shape = tuple(builder.info.features["ecg"].shape)
     num_samples = int(ecg_shape[0])
-    signal = _signal_info(builder)
+    signal = downstream.dataset_signal_info(builder, PROGRAM, "classify")
     encoder_cfg, params, provenance = downstream.load_encoder(config, num_samples)
     _say(
         f"linear probe: encoder {provenance['preset']} from {provenance['pretrained']}"

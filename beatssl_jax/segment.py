@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,10 +51,10 @@ import optax
 from absl import logging
 from flax.training import train_state
 
-from beatssl_jax import checkpointing, downstream, sharding, writers
+from beatssl_jax import downstream, sharding, writers
 from beatssl_jax.ecg.delineation import WAVE_NAMES, CleanupConfig, clean_mask, mask_to_intervals
 from beatssl_jax.ecg.leads import LEAD_INDEX, LEADS
-from beatssl_jax.metrics import segmentation_metrics
+from beatssl_jax.metrics import samplewise_scores, segmentation_metrics
 from beatssl_jax.models.decoder import NUM_CLASSES, DecoderConfig, SegmentationModel
 from beatssl_jax.models.encoder import EncoderConfig
 from beatssl_jax.pretrain import OptimizerConfig, learning_rate_schedule, make_optimizer
@@ -480,76 +479,18 @@ def save_model(workdir: str | Path, params: Any, info: Mapping[str, Any]) -> Pat
     """Write the parameters {encoder, decoder} into workdir/checkpoints as step
     info["step"], replacing a model an earlier run of this workdir saved; `info` goes
     beside them as the checkpoint's JSON extra."""
-    directory = Path(workdir) / downstream.CHECKPOINT_DIR
-    if directory.exists():
-        shutil.rmtree(directory)  # an earlier segmentation run of this workdir
-    plain = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
-    with checkpointing.Checkpointer(directory, async_save=False) as ckpt:
-        ckpt.save(int(info["step"]), plain, extra=dict(info), force=True)
-    return directory / str(int(info["step"]))
+    return downstream.save_fitted(workdir, int(info["step"]), params, info)
 
 
 def load_model(workdir: str | Path) -> tuple[Any, dict[str, Any]]:
     """(parameters, predictor description) of a finished segmentation run in `workdir`.
 
     Raises NotASegmentRunError naming the workdir and what is missing."""
-    workdir = Path(workdir).expanduser()
-    hint = (
-        f"run python -m beatssl_jax.main --config=configs/segment.py --workdir={workdir} "
-        "first, or give the workdir of one"
-    )
-    run = downstream.read_run_config(workdir)
-    if run is None:
-        raise NotASegmentRunError(f"{workdir}: no config.json, so not a segment run; {hint}")
-    if run.get("program") != PROGRAM:
-        raise NotASegmentRunError(
-            f"{workdir}: config.json is a {run.get('program')!r} run, not a segment run; {hint}"
-        )
-    path = workdir / METRICS_FILE
-    if not path.exists():
-        raise NotASegmentRunError(
-            f"{workdir}: no {METRICS_FILE}; the segment run there did not finish; {hint}"
-        )
-    info = json.loads(path.read_text()).get("predictor")
-    if not info:
-        raise NotASegmentRunError(f"{path}: no 'predictor' entry (no model was saved); {hint}")
-    directory = workdir / downstream.CHECKPOINT_DIR
-    if not (directory / str(info["step"])).is_dir():
-        raise NotASegmentRunError(
-            f"{workdir}: the model checkpoint {directory / str(info['step'])} is missing; {hint}"
-        )
-    with checkpointing.Checkpointer(directory, async_save=False) as ckpt:
-        restored = ckpt.restore(model_target(info), step=int(info["step"]))
-    return jax.tree.map(np.asarray, restored.state), info
+    return downstream.load_fitted(workdir, PROGRAM, METRICS_FILE, model_target, NotASegmentRunError)
 
 
 # ---------------------------------------------------------------------------------------------
 # The program.
-
-
-def _check_workdir(workdir: Path, pretrained: Any) -> None:
-    run = downstream.read_run_config(workdir)
-    if run is not None and run.get("program") not in (None, PROGRAM):
-        raise ValueError(
-            f"workdir {workdir} holds a {run.get('program')!r} run (config.json); give the "
-            "segmentation run a workdir of its own"
-        )
-    if str(pretrained).strip().lower() not in ("", downstream.NONE):
-        if Path(str(pretrained)).expanduser().resolve() == workdir.resolve():
-            raise ValueError(
-                f"workdir {workdir} is the pretraining run it starts from; give it a workdir "
-                "of its own"
-            )
-
-
-def _signal_info(builder: Any) -> dict[str, Any]:
-    signal = getattr(builder.builder_config, "signal", None)
-    if signal is None:
-        raise ValueError(
-            f"{builder.info.full_name}: its builder config carries no SignalConfig; the "
-            "segmentation model needs it to preprocess records for delineation"
-        )
-    return signal.to_dict()
 
 
 def _fmt(value: float) -> str:
@@ -595,7 +536,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """
     run_start = time.perf_counter()
     workdir_path = Path(workdir).expanduser()
-    _check_workdir(workdir_path, config.pretrained)
+    downstream.check_workdir(workdir_path, config.pretrained, PROGRAM, "it starts from")
     workdir_path.mkdir(parents=True, exist_ok=True)
     (workdir_path / downstream.CONFIG_FILE).write_text(config.to_json_best_effort(indent=2))
     (workdir_path / writers.METRICS_FILE).unlink(missing_ok=True)  # a rerun starts afresh
@@ -604,7 +545,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_bs = downstream.eval_batch_size(int(config.eval_batch_size), mesh)
 
     builder = downstream.prepare_dataset(config)
-    signal = _signal_info(builder)
+    signal = downstream.dataset_signal_info(builder, PROGRAM, "delineation")
     fs = float(signal["preprocess"]["fs"])
     threads = int(config.read_threads)
     data = {
@@ -716,17 +657,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # The background logit offset: chosen on validation from config.background_offsets
     # (cleaned macro F1; ties to the first listed), then applied to test.
     offsets = [float(v) for v in config.background_offsets] or [0.0]
-    offset_scores = {}
+    offset_scores, validation_raw = {}, {}
     for offset in offsets:
         raw = predict_masks(params, predict, data["validation"], eval_bs, mesh, offset)
-        m = segmentation_metrics(
+        validation_raw[offset] = raw
+        sw = samplewise_scores(
             data["validation"]["wave_mask"],
             clean_masks(raw, fs, cleanup),
             data["validation"]["annotated"],
-            fs,
-            tol,
         )
-        offset_scores[offset] = float(m["samplewise"]["macro_f1"])
+        offset_scores[offset] = float(sw["macro_f1"])
     chosen = max(
         offsets, key=lambda v: (np.nan_to_num(offset_scores[v], nan=-1.0), -offsets.index(v))
     )
@@ -739,7 +679,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     results: dict[str, Any] = {}
     test_pred = None
     for split in ("validation", "test"):
-        raw = predict_masks(params, predict, data[split], eval_bs, mesh, chosen)
+        if split == "validation":
+            raw = validation_raw[chosen]
+        else:
+            raw = predict_masks(params, predict, data[split], eval_bs, mesh, chosen)
         cleaned = clean_masks(raw, fs, cleanup)
         results[split] = score(data[split], raw, cleaned, fs, tol)
         if split == "test":
