@@ -1,5 +1,8 @@
-"""Config fields every program that reads a dataset shares (pretraining and downstream).
+"""What the configs share: argument parsing, dataset fields and optimiser fields.
 
+`parse_arguments(arg, known, source)` reads the comma-separated `:arg,arg` of a config
+file. `add_optimizer_fields(config, ...)` adds the fields of `pretrain.OptimizerConfig`
+(AdamW, linear warm-up then cosine decay) for pretraining and segmentation.
 `add_dataset_fields(config)` adds the dataset's name and builder config, where it is built
 (`data_dir`) and read from (`manual_dir`), the record shape, and the knobs of the embedded
 `synthetic_ecg` set (built on first use from `synthetic`, so a bare config runs anywhere).
@@ -33,4 +36,32 @@ def add_dataset_fields(
     config.synthetic = ml_collections.ConfigDict()
     config.synthetic.num_records = SYNTHETIC_RECORDS
     config.synthetic.generator = ml_collections.ConfigDict(dataclasses.asdict(SyntheticConfig()))
+    return config
+
+
+def parse_arguments(arg: str | None, known: tuple[str, ...], source: str) -> set[str]:
+    """The arguments of `--config=<source>:a,b`; an unknown one is an error naming them."""
+    chosen = {a.strip() for a in (arg or "").split(",") if a.strip()}
+    unknown = chosen - set(known)
+    if unknown:
+        raise ValueError(f"{source}: unknown argument(s) {sorted(unknown)}; known: {known}")
+    return chosen
+
+
+def add_optimizer_fields(
+    config: ml_collections.ConfigDict,
+    *,
+    learning_rate: float,
+    warmup_steps: int,
+    final_lr_fraction: float,
+) -> ml_collections.ConfigDict:
+    """The fields `pretrain.OptimizerConfig.from_config` reads (num_train_steps aside)."""
+    config.learning_rate = learning_rate
+    config.warmup_steps = warmup_steps
+    config.final_lr_fraction = final_lr_fraction
+    config.weight_decay = 1e-4
+    config.adam_b1 = 0.9
+    config.adam_b2 = 0.999
+    config.adam_eps = 1e-8
+    config.grad_clip_norm = 1.0  # 0: no clipping
     return config

@@ -23,24 +23,14 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import add_dataset_fields
+from configs.common import add_dataset_fields, parse_arguments
 
 ARGUMENTS = ("ptb_xl", "tiny")
 SUPERCLASSES = ("CD", "HYP", "MI", "NORM", "STTC")  # METHOD.md section 7, this order
 
 
-def _parse(arg: str | None) -> set[str]:
-    chosen = {a.strip() for a in (arg or "").split(",") if a.strip()}
-    unknown = chosen - set(ARGUMENTS)
-    if unknown:
-        raise ValueError(
-            f"configs/linear_probe.py: unknown argument(s) {sorted(unknown)}; known: {ARGUMENTS}"
-        )
-    return chosen
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = _parse(arg)
+    args = parse_arguments(arg, ARGUMENTS, "configs/linear_probe.py")
     config = ml_collections.ConfigDict()
     config.program = "linear_probe"
     config.seed = 0  # random-init encoder, label subsets, bootstrap resamples

@@ -29,7 +29,7 @@ from ml_collections import config_dict
 
 from beatssl_jax.ecg.augment import ThreeKGConfig
 from beatssl_jax.losses import ABLATION_PRESETS, BEST_PRESET, LossConfig
-from configs.common import add_dataset_fields
+from configs.common import add_dataset_fields, add_optimizer_fields, parse_arguments
 
 DATASET_ARGUMENTS = ("ptb_xl", "ecg_corpus")
 SIZE_ARGUMENTS = ("small", "base", "tiny")
@@ -37,12 +37,7 @@ ARGUMENTS = (*DATASET_ARGUMENTS, *SIZE_ARGUMENTS, *ABLATION_PRESETS)
 
 
 def _parse(arg: str | None) -> set[str]:
-    chosen = {a.strip() for a in (arg or "").split(",") if a.strip()}
-    unknown = chosen - set(ARGUMENTS)
-    if unknown:
-        raise ValueError(
-            f"configs/pretrain.py: unknown argument(s) {sorted(unknown)}; known: {ARGUMENTS}"
-        )
+    chosen = parse_arguments(arg, ARGUMENTS, "configs/pretrain.py")
     if len(chosen & set(DATASET_ARGUMENTS)) > 1 or len(chosen & set(ABLATION_PRESETS)) > 1:
         raise ValueError(
             f"configs/pretrain.py: choose at most one dataset {DATASET_ARGUMENTS} and one loss "
@@ -101,14 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss = _loss_overrides()
 
     # Optimiser: AdamW, linear warm-up then cosine decay.
-    config.learning_rate = 1e-3
-    config.warmup_steps = 20
-    config.final_lr_fraction = 0.01
-    config.weight_decay = 1e-4
-    config.adam_b1 = 0.9
-    config.adam_b2 = 0.999
-    config.adam_eps = 1e-8
-    config.grad_clip_norm = 1.0  # 0: no clipping
+    add_optimizer_fields(config, learning_rate=1e-3, warmup_steps=20, final_lr_fraction=0.01)
 
     # Loop.
     config.num_train_steps = 150

@@ -25,23 +25,13 @@ from __future__ import annotations
 
 import ml_collections
 
-from configs.common import add_dataset_fields
+from configs.common import add_dataset_fields, add_optimizer_fields, parse_arguments
 
 ARGUMENTS = ("ludb", "tiny")
 
 
-def _parse(arg: str | None) -> set[str]:
-    chosen = {a.strip() for a in (arg or "").split(",") if a.strip()}
-    unknown = chosen - set(ARGUMENTS)
-    if unknown:
-        raise ValueError(
-            f"configs/segment.py: unknown argument(s) {sorted(unknown)}; known: {ARGUMENTS}"
-        )
-    return chosen
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = _parse(arg)
+    args = parse_arguments(arg, ARGUMENTS, "configs/segment.py")
     config = ml_collections.ConfigDict()
     config.program = "segment"
     config.seed = 0  # random-init encoder, decoder init, crops and augmentation
@@ -72,14 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.encoder_learning_rate_multiplier = 1.0  # encoder lr = this x learning_rate
     config.batch_size = 16  # random crops per step (rounded to the devices)
     config.num_train_steps = 200  # the synthetic quickstart (< 2 min on 2 CPU cores)
-    config.learning_rate = 3e-3
-    config.warmup_steps = 50
-    config.final_lr_fraction = 0.02
-    config.weight_decay = 1e-4
-    config.adam_b1 = 0.9
-    config.adam_b2 = 0.999
-    config.adam_eps = 1e-8
-    config.grad_clip_norm = 1.0  # 0: no clipping
+    add_optimizer_fields(config, learning_rate=3e-3, warmup_steps=50, final_lr_fraction=0.02)
     # Loss: masked cross-entropy + dice_weight x masked soft Dice (segment.masked_soft_dice).
     config.dice_weight = 1.0
     # A random window of crop_samples (a multiple of the encoder's total stride) of a
