@@ -19,6 +19,32 @@ def shared_data(subdir: str) -> Path:
     return path
 
 
+def write_wfdb_record(
+    directory: Path,
+    name: str,
+    signal,
+    fs: float,
+    names,
+    units: str = "mV",
+    gain: float = 1000.0,
+    comments: list[str] | None = None,
+) -> Path:
+    """Write (T, n) `signal` as a 16-bit WFDB record `directory/name` (gain per unit,
+    baseline 0) with lead names `names`; returns the record path without extension."""
+    import numpy as np
+    import wfdb
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    n = len(names)
+    wfdb.wrsamp(
+        name, fs=fs, units=[units] * n, sig_name=list(names),
+        p_signal=np.asarray(signal, np.float64), fmt=["16"] * n, adc_gain=[gain] * n,
+        baseline=[0] * n, write_dir=str(directory), comments=comments,
+    )  # fmt: skip
+    return directory / name
+
+
 def check_pipeline_batch(name: str, data_dir: str, split: str, batch_size: int = 8) -> dict:
     """Read one batch of a built dataset through `tfds.data_source` and the grain pipeline.
 

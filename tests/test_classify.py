@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.signal
-import wfdb
 
 from beatssl_jax import classify, linear_probe
 from beatssl_jax.ecg.errors import RecordError
@@ -23,7 +22,7 @@ from beatssl_jax.ecg.synthetic import SyntheticConfig, generate_record
 from beatssl_jax.models.encoder import Encoder, encoder_preset
 from configs.linear_probe import get_config
 from data_builders.common import SignalConfig
-from tests.conftest import PROJECT_ROOT, python_env, shared_data
+from tests.conftest import PROJECT_ROOT, python_env, shared_data, write_wfdb_record
 
 CLASSES = ["CD", "HYP", "MI", "NORM", "STTC"]
 THRESHOLDS = np.array([0.2, 0.4, 0.5, 0.6, 0.8], np.float32)
@@ -75,19 +74,7 @@ def probe(tmp_path_factory):
 
 
 def _write(directory, name, signal, fs, names=USER_LEADS):
-    directory.mkdir(parents=True, exist_ok=True)
-    wfdb.wrsamp(
-        name,
-        fs=fs,
-        units=["mV"] * len(names),
-        sig_name=list(names),
-        p_signal=signal.astype(np.float64),
-        fmt=["16"] * len(names),
-        adc_gain=[1000.0] * len(names),
-        baseline=[0] * len(names),
-        write_dir=str(directory),
-    )
-    return directory / name
+    return write_wfdb_record(directory, name, signal, fs, names)
 
 
 def _synthetic(seed: int, fs: int, duration_s: float) -> np.ndarray:

@@ -26,7 +26,7 @@ from beatssl_jax.ecg.preprocess import resample
 from beatssl_jax.ecg.synthetic import generate_record
 from beatssl_jax.metrics import segmentation_metrics
 from configs import segment as segment_config
-from tests.conftest import PROJECT_ROOT, python_env, shared_data
+from tests.conftest import PROJECT_ROOT, python_env, shared_data, write_wfdb_record
 
 ODD_SPELLINGS = ["lead I", "II", "III", "AVR", "avl", "aVF", "V1", "v2", "V3", "V4", "V5", "V6"]
 EXTENSIONS = ["i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6"]
@@ -128,18 +128,7 @@ def _write_synthetic(directory, name, seed, fs=250.0, repeat=1):
     truth = np.concatenate([rec.wave_mask] * repeat)
     x = resample(x, rec.fs, fs, axis=0)
     idx = np.minimum(np.round(np.arange(x.shape[0]) * rec.fs / fs).astype(int), len(truth) - 1)
-    directory.mkdir(parents=True, exist_ok=True)
-    wfdb.wrsamp(
-        name,
-        fs=fs,
-        units=["mV"] * 12,
-        sig_name=ODD_SPELLINGS,
-        p_signal=x,
-        fmt=["16"] * 12,
-        adc_gain=[1000.0] * 12,
-        baseline=[0] * 12,
-        write_dir=str(directory),
-    )
+    write_wfdb_record(directory, name, x, fs, ODD_SPELLINGS)
     return x, truth[idx]
 
 

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-import wfdb
 
 from beatssl_jax import checkpointing, downstream
 from beatssl_jax.ecg.errors import RecordError
@@ -17,6 +16,7 @@ from beatssl_jax.ecg.leads import LEADS
 from beatssl_jax.ecg.synthetic import generate_record
 from beatssl_jax.models.encoder import Encoder, encoder_preset
 from data_builders.common import SignalConfig, common_fields
+from tests.conftest import write_wfdb_record
 
 T = 1024
 
@@ -110,27 +110,13 @@ def test_apply_batched_drops_padding_and_matches_direct_application():
     assert downstream.eval_batch_size(5, mesh) == 5
 
 
-def _write_record(directory, name, signal, fs, names, units="mV"):
-    wfdb.wrsamp(
-        name,
-        fs=fs,
-        units=[units] * len(names),
-        sig_name=list(names),
-        p_signal=signal.astype(np.float64),
-        fmt=["16"] * len(names),
-        adc_gain=[1000.0] * len(names),
-        baseline=[0] * len(names),
-        write_dir=str(directory),
-    )
-
-
 def test_user_record_is_prepared_like_the_dataset_field(tmp_path):
     """A 250 Hz record with other lead spellings, read and prepared, equals the `ecg` field
     a dataset builder makes from the same samples (its own path: common_fields)."""
     rec = generate_record(3)
     x = rec.ecg[::2]  # 250 Hz, 10 s
     spelled = ["i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6"]
-    _write_record(tmp_path, "odd", x, 250, spelled)
+    write_wfdb_record(tmp_path, "odd", x, 250, spelled)
     (header,) = downstream.find_user_records(tmp_path / "odd")
     record = downstream.read_user_record(header)
     assert record.source_leads and record.fs == 250
@@ -144,7 +130,7 @@ def test_find_user_records_accepts_files_folders_and_reports_absence(tmp_path):
     rec = generate_record(4)
     for name in ("a", "b"):
         (tmp_path / "sub").mkdir(exist_ok=True)
-        _write_record(tmp_path / "sub", name, rec.ecg[:1000], 500, LEADS)
+        write_wfdb_record(tmp_path / "sub", name, rec.ecg[:1000], 500, LEADS)
     found = downstream.find_user_records(tmp_path)
     assert [p.name for p in found] == ["a.hea", "b.hea"]
     assert downstream.find_user_records(tmp_path / "sub" / "a.hea") == [tmp_path / "sub" / "a.hea"]
@@ -168,7 +154,7 @@ def test_non_finite_user_signal_names_the_record(tmp_path):
 
 
 def _header(directory, signal):
-    _write_record(directory, "good", signal, 500, LEADS)
+    write_wfdb_record(directory, "good", signal, 500, LEADS)
     return directory / "good.hea"
 
 
@@ -179,3 +165,19 @@ def test_record_sample_mapping_and_padding():
     padded = downstream.pad_to_multiple(x, 16)
     assert padded.shape == (5008, 12) and np.all(padded[5000:] == 0)
     assert downstream.pad_to_multiple(padded, 16) is padded
+
+
+def test_check_workdir_refuses_other_programs_and_the_pretraining_run(tmp_path):
+    other = tmp_path / "pretrain"
+    other.mkdir()
+    (other / downstream.CONFIG_FILE).write_text(json.dumps({"program": "pretrain"}))
+    with pytest.raises(ValueError, match="holds a 'pretrain' run"):
+        downstream.check_workdir(other, "none", "segment", "it starts from")
+    with pytest.raises(ValueError, match="is the pretraining run it probes"):
+        downstream.check_workdir(other, str(other), "pretrain", "it probes")
+    fresh = tmp_path / "fresh"
+    downstream.check_workdir(fresh, str(other), "segment", "it starts from")  # no error
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / downstream.CONFIG_FILE).write_text(json.dumps({"program": "segment"}))
+    downstream.check_workdir(own, "none", "segment", "it starts from")  # a rerun is fine

@@ -30,7 +30,7 @@ from data_builders.ecg_corpus.ecg_corpus_dataset_builder import (
     plan_windows,
 )
 from data_builders.wfdb_reader import find_records, read_record, repair_record_line
-from tests.conftest import check_pipeline_batch, shared_data
+from tests.conftest import check_pipeline_batch, shared_data, write_wfdb_record
 
 
 def synthetic(seed: int, fs: float, seconds: float) -> np.ndarray:
@@ -44,12 +44,7 @@ def synthetic(seed: int, fs: float, seconds: float) -> np.ndarray:
 def write_dat(
     path: Path, x: np.ndarray, fs: float, units: str = "mV", names=LEADS, gain: float = 1000.0
 ) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = x.shape[1]
-    wfdb.wrsamp(
-        path.name, fs=fs, units=[units] * n, sig_name=list(names), p_signal=x,
-        fmt=["16"] * n, adc_gain=[gain] * n, baseline=[0] * n, write_dir=str(path.parent),
-    )  # fmt: skip
+    write_wfdb_record(path.parent, path.name, x, fs, names, units=units, gain=gain)
     return path.with_suffix(".hea")
 
 

@@ -10,13 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import wfdb
 
 from beatssl_jax import checkpointing, classify, downstream, linear_probe, metrics
 from beatssl_jax.ecg.leads import LEADS
 from beatssl_jax.ecg.synthetic import SyntheticConfig, generate_record
 from beatssl_jax.models.encoder import Encoder, encoder_preset
 from configs.linear_probe import get_config
+from tests.conftest import write_wfdb_record
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -261,11 +261,7 @@ def test_run_with_random_init_encoder(tmp_path, tiny_data_dir):
     assert info["class_names"] == ["CD", "HYP", "MI", "NORM", "STTC"]
     # classify reads this run back: a synthetic record written as WFDB at 250 Hz.
     signal = generate_record(3, SyntheticConfig(fs=250.0, duration_s=10.0, emg_mv=(0.0, 0.0))).ecg
-    wfdb.wrsamp(
-        "user", fs=250, units=["mV"] * 12, sig_name=list(LEADS),
-        p_signal=signal.astype(np.float64), fmt=["16"] * 12, adc_gain=[1000.0] * 12,
-        baseline=[0] * 12, write_dir=str(tmp_path),
-    )  # fmt: skip
+    write_wfdb_record(tmp_path, "user", signal, 250, LEADS)
     result = classify.classify(work, tmp_path / "user", tmp_path / "preds.csv", verbose=False)
     (p,) = result.predictions
     assert p.windows == 1 and p.fs == 250.0

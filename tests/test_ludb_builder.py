@@ -17,7 +17,7 @@ from beatssl_jax.ecg.leads import LEADS
 from beatssl_jax.ecg.synthetic import SyntheticConfig, generate_record
 from data_builders.common import SignalConfig
 from data_builders.ludb import ludb_dataset_builder as ludb
-from tests.conftest import check_pipeline_batch, shared_data
+from tests.conftest import check_pipeline_batch, shared_data, write_wfdb_record
 
 WFDB_NAMES = [lead.lower() for lead in LEADS]
 # Hand-placed waves: (onset, peak symbol, peak, offset); None drops that bracket.
@@ -72,11 +72,7 @@ def write_record(
     signal = ecg[:, keep]
     if nan_at is not None:
         signal[nan_at : nan_at + 5, 0] = np.nan
-    wfdb.wrsamp(
-        str(record_id), fs=fs, units=["mV"] * len(leads), sig_name=list(leads),
-        p_signal=signal, fmt=["16"] * len(leads), adc_gain=[1000.0] * len(leads),
-        baseline=[0] * len(leads), write_dir=str(data),
-    )  # fmt: skip
+    write_wfdb_record(data, str(record_id), signal, fs, leads)
     for lead in WFDB_NAMES:
         if lead != skip_annotation:
             waves = LEAD_V6_WAVES if lead == "v6" else WAVES

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow_datasets as tfds
-import wfdb
 from scipy import signal as sp_signal
 
 import data_builders  # noqa: F401  (registers the builders)
@@ -33,7 +32,7 @@ from data_builders.ptb_xl.labels import (
     superdiagnostic,
 )
 from data_builders.ptb_xl.ptb_xl_dataset_builder import ARCHIVE_FOLDER, URL
-from tests.conftest import check_pipeline_batch, shared_data
+from tests.conftest import check_pipeline_batch, shared_data, write_wfdb_record
 
 STATEMENTS = """\
 ,description,diagnostic,form,rhythm,diagnostic_class,diagnostic_subclass
@@ -67,11 +66,8 @@ SCRAMBLED = [6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 4, 5]
 
 
 def _write(path: Path, x: np.ndarray, fs: float, units: str, names: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    gain = 1000.0
-    wfdb.wrsamp(
-        path.name, fs=fs, units=[units] * 12, sig_name=names, p_signal=x.astype(np.float64),
-        fmt=["16"] * 12, adc_gain=[gain] * 12, baseline=[0] * 12, write_dir=str(path.parent),
+    write_wfdb_record(
+        path.parent, path.name, x, fs, names, units=units,
         comments=["written by tests/test_ptb_xl_builder.py"],
     )  # fmt: skip
 
